@@ -1,0 +1,332 @@
+"""The printed form of a graph (jaxpr-like, one node per line) and a parser for it.
+
+::
+
+    graph mlp(%x: f32[N,784]):
+      param %fc.weight: f32[10,784]
+      param %fc.bias: f32[10]
+      %0: f32[784,10] = transpose[perm=(1, 0)](%fc.weight)
+      %1: f32[N,10] = matmul(%x, %0)
+      %2: f32[N,10] = add(%1, %fc.bias)
+      return %2
+
+Inputs and parameters keep their names; node outputs are numbered in order. Attributes are
+Python literals in brackets, dtypes print by short name (``f32``), tensors as
+``tensor(f32[2], [1.0, 2.0])``. ``parse_graph(print_graph(g))`` rebuilds the graph.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .dtypes import DTYPES, DType, dtype
+from .errors import LbdlError, ParseError
+from .graph import Graph, Value
+from .opdef import OPS
+from .shapes import fmt_shape
+from .source import SourceLoc
+from .types import TensorType, tensor_type
+
+__all__ = ["format_attr", "parse_graph", "parse_type", "print_graph"]
+
+_PLAIN = re.compile(r"^[A-Za-z0-9_.:/\-]+$")
+_SHORT = {d.short: d for d in DTYPES.values()}
+
+
+def _vname(name: str) -> str:
+    return "%" + (name if _PLAIN.match(name) else '"' + name.replace('"', '\\"') + '"')
+
+
+def format_attr(value: Any, *, max_elems: int | None = 64) -> str:
+    """Format one attribute value the way the parser reads it back."""
+    if isinstance(value, DType):
+        return value.short
+    if isinstance(value, np.ndarray):
+        t = f"{dtype(value.dtype).short}{fmt_shape(value.shape)}"
+        if max_elems is not None and value.size > max_elems:
+            return f"tensor({t}, ...)"
+        data = value.astype(np.float64) if dtype(value.dtype).is_float else value
+        return f"tensor({t}, {_literal(data.tolist())})"
+    if isinstance(value, tuple | list):
+        inner = ", ".join(format_attr(v, max_elems=max_elems) for v in value)
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
+    return _literal(value)
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, list):
+        return "[" + ", ".join(_literal(v) for v in value) + "]"
+    return repr(value)
+
+
+def print_graph(
+    graph: Graph,
+    *,
+    keep_names: bool = False,
+    show_names: bool = False,
+    show_source: bool = False,
+    max_elems: int | None = 64,
+) -> str:
+    """The deterministic text form of ``graph``.
+
+    ``keep_names`` prints node outputs by their real names instead of numbers; ``show_names``
+    and ``show_source`` append ``# node-name @ file:line`` comments.
+    """
+    names: dict[Value, str] = {v: v.name for v in graph.inputs}
+    names.update((p.value, p.name) for p in graph.params)
+    counter = 0
+    for n in graph.nodes:
+        for v in n.outputs:
+            names[v] = v.name if keep_names else str(counter)
+            counter += 1
+
+    def ref(v: Value | None) -> str:
+        return "_" if v is None else _vname(names.get(v, v.name))
+
+    ins = ", ".join(f"{ref(v)}: {v.type}" for v in graph.inputs)
+    lines = [f"graph {graph.name}({ins}):"]
+    for p in graph.params:
+        lines.append(f"  {'param' if p.trainable else 'buffer'} {ref(p.value)}: {p.value.type}")
+    for n in graph.nodes:
+        outs = ", ".join(f"{ref(v)}: {v.type}" for v in n.outputs)
+        attrs = ", ".join(f"{k}={format_attr(a, max_elems=max_elems)}" for k, a in n.attrs.items())
+        line = f"  {outs} = {n.op.name}{f'[{attrs}]' if attrs else ''}"
+        line += "(" + ", ".join(ref(v) for v in n.inputs) + ")"
+        notes = []
+        if show_names:
+            notes.append(n.name)
+        if show_source and n.source is not None:
+            notes.append(f"@ {n.source.relative()}")
+        if notes:
+            line += "  # " + " ".join(notes)
+        lines.append(line)
+    lines.append("  return " + ", ".join(ref(v) for v in graph.outputs))
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def _split_top(text: str, sep: str = ",") -> list[str]:
+    """Split on ``sep`` outside brackets and quotes."""
+    parts, depth, quote, cur = [], 0, "", []
+    for ch in text:
+        if quote:
+            cur.append(ch)
+            if ch == quote:
+                quote = ""
+            continue
+        if ch in "\"'":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == sep and depth == 0:
+            parts.append("".join(cur).strip())
+            cur = []
+            continue
+        cur.append(ch)
+    if "".join(cur).strip():
+        parts.append("".join(cur).strip())
+    return parts
+
+
+def _match_bracket(text: str, start: int) -> int:
+    """Index just past the bracket that closes the one at ``start``."""
+    depth, quote = 0, ""
+    for i in range(start, len(text)):
+        ch = text[i]
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+    raise ValueError("unbalanced brackets")
+
+
+def _strip_comment(line: str) -> tuple[str, str]:
+    quote = ""
+    for i, ch in enumerate(line):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "#":
+            return line[:i].rstrip(), line[i + 1:].strip()
+    return line.rstrip(), ""
+
+
+def parse_type(text: str) -> TensorType:
+    """Parse ``f32[N,3]`` into a TensorType."""
+    m = re.fullmatch(r"\s*([A-Za-z0-9_]+)\[(.*)\]\s*", text)
+    if not m or m.group(1) not in _SHORT:
+        raise ValueError(f"bad type {text.strip()!r}")
+    dims: list[int | str] = []
+    for d in _split_top(m.group(2)):
+        dims.append(int(d) if re.fullmatch(r"\d+", d) else d)
+    return tensor_type(_SHORT[m.group(1)], dims)
+
+
+def _eval_attr(node: ast.AST) -> Any:
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Tuple):
+        return tuple(_eval_attr(e) for e in node.elts)
+    if isinstance(node, ast.List):
+        return [_eval_attr(e) for e in node.elts]
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return -_eval_attr(node.operand)
+    if isinstance(node, ast.Name):
+        special = {"inf": math.inf, "nan": math.nan, "True": True, "False": False, "None": None}
+        if node.id in special:
+            return special[node.id]
+        if node.id in _SHORT:
+            return _SHORT[node.id]
+        raise ValueError(f"unknown name {node.id!r}")
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "tensor":
+        if len(node.args) != 2:
+            raise ValueError("tensor(...) takes a type and data")
+        if isinstance(node.args[1], ast.Constant) and node.args[1].value is Ellipsis:
+            raise ValueError("an elided tensor (printed with max_elems) cannot be parsed")
+        ttype = parse_type(ast.unparse(node.args[0]))
+        data = np.array(_eval_attr(node.args[1]), dtype=ttype.dtype.numpy)
+        return data.reshape([int(d) for d in ttype.shape])
+    raise ValueError(f"unsupported attribute syntax {ast.unparse(node)!r}")
+
+
+def _parse_attrs(text: str) -> dict[str, Any]:
+    call = ast.parse(f"f({text})", mode="eval").body
+    assert isinstance(call, ast.Call)
+    if call.args:
+        raise ValueError("attributes must be written name=value")
+    return {kw.arg: _eval_attr(kw.value) for kw in call.keywords if kw.arg}
+
+
+def _parse_binder(text: str) -> tuple[str, TensorType]:
+    m = re.fullmatch(r'\s*%("(?:[^"\\]|\\.)*"|[A-Za-z0-9_.:/\-]+)\s*:\s*(.+?)\s*', text)
+    if not m:
+        raise ValueError(f"expected '%name: type', got {text.strip()!r}")
+    name = m.group(1)
+    if name.startswith('"'):
+        name = name[1:-1].replace('\\"', '"')
+    return name, parse_type(m.group(2))
+
+
+def _ref_name(text: str) -> str | None:
+    text = text.strip()
+    if text == "_":
+        return None
+    if not text.startswith("%"):
+        raise ValueError(f"expected a %value, got {text!r}")
+    name = text[1:]
+    return name[1:-1].replace('\\"', '"') if name.startswith('"') else name
+
+
+def parse_graph(text: str, params: Mapping[str, np.ndarray] | None = None) -> Graph:
+    """Parse the printed form back into a verified Graph.
+
+    Parameter data comes from ``params`` (by name) or is zero-filled. Errors are
+    :class:`~lbdl_graph.errors.ParseError` naming the line.
+    """
+    from .builder import GraphBuilder
+
+    params = dict(params or {})
+    lines = [(i + 1, _strip_comment(raw)) for i, raw in enumerate(text.splitlines())]
+    lines = [(no, code, note) for no, (code, note) in lines if code.strip()]
+    if not lines:
+        raise ParseError("empty graph text")
+    env: dict[str, Value] = {}
+    b: GraphBuilder | None = None
+    outputs: list[Value] | None = None
+    for no, code, note in lines:
+        s = code.strip()
+        try:
+            if b is None:
+                m = re.fullmatch(r"graph\s+([^\s(]+)\((.*)\):", s)
+                if not m:
+                    raise ValueError("expected 'graph NAME(%input: type, ...):'")
+                b = GraphBuilder(m.group(1))
+                for item in _split_top(m.group(2)):
+                    name, t = _parse_binder(item)
+                    env[name] = b.input(name, t.dtype, t.shape)
+            elif outputs is not None:
+                raise ValueError("text after 'return'")
+            elif s.startswith(("param ", "buffer ")):
+                kind, rest = s.split(None, 1)
+                name, t = _parse_binder(rest)
+                data = params.pop(name, None)
+                if data is None:
+                    shape = [d if isinstance(d, int) else 1 for d in t.shape]
+                    data = np.zeros(shape, dtype=t.dtype.numpy)
+                env[name] = b.param(name, data, trainable=kind == "param")
+                if env[name].type != t:
+                    raise ValueError(f"data for '{name}' is {env[name].type}, declared {t}")
+            elif s.startswith("return"):
+                outputs = [env[_ref_name(r) or ""] for r in _split_top(s[len("return"):])]
+            else:
+                _parse_node(b, env, s, note)
+        except ParseError:
+            raise
+        except KeyError as e:
+            raise ParseError(f"line {no}: undefined value %{e.args[0]}: {s}") from None
+        except LbdlError as e:
+            raise ParseError(f"line {no}: {e}") from None
+        except (ValueError, SyntaxError) as e:
+            raise ParseError(f"line {no}: {e}: {s}") from None
+    if b is None or outputs is None:
+        raise ParseError("graph text has no 'return' line")
+    if params:
+        raise ParseError(f"data given for unknown parameter(s) {sorted(params)}")
+    try:
+        return b.build(outputs)
+    except LbdlError as e:
+        raise ParseError(f"parsed graph does not verify: {e}") from None
+
+
+def _parse_node(b: Any, env: dict[str, Value], s: str, note: str) -> None:
+    lhs, rhs = s.split(" = ", 1)
+    binders = [_parse_binder(x) for x in _split_top(lhs)]
+    m = re.match(r"([A-Za-z_][A-Za-z0-9_]*)", rhs)
+    if not m:
+        raise ValueError("expected an op name")
+    op = OPS.get(m.group(1))
+    if op is None:
+        raise ValueError(f"unknown op '{m.group(1)}'")
+    pos = m.end()
+    attrs: dict[str, Any] = {}
+    if rhs[pos:pos + 1] == "[":
+        end = _match_bracket(rhs, pos)
+        attrs = _parse_attrs(rhs[pos + 1:end - 1])
+        pos = end
+    if rhs[pos:pos + 1] != "(" or _match_bracket(rhs, pos) != len(rhs):
+        raise ValueError("expected '(inputs)' at the end of the line")
+    args = [_ref_name(a) for a in _split_top(rhs[pos + 1:-1])]
+    inputs = [env[a] if a is not None else None for a in args]
+    name, source = None, None
+    if note:
+        parts = note.split("@", 1)
+        name = parts[0].strip() or None
+        if len(parts) == 2 and re.fullmatch(r"\s*\S+:\d+.*", parts[1]):
+            file, rest = parts[1].strip().rsplit(":", 1)
+            source = SourceLoc(file, int(rest.split()[0]), rest.split(" in ")[-1]
+                               if " in " in rest else "")
+    outs = b.add_node(op, inputs, attrs, name=name, source=source,
+                      output_names=[n for n, _ in binders])
+    for (n, declared), v in zip(binders, outs, strict=True):
+        if v.type != declared:
+            raise ValueError(f"%{n} is declared {declared} but {op.name} gives {v.type}")
+        env[n] = v
