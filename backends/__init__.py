@@ -1,0 +1,1 @@
+"""Backends: the NumPy reference interpreter and ONNX export / ONNX Runtime."""

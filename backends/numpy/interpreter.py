@@ -1,0 +1,249 @@
+"""The NumPy reference interpreter: runs any verified graph on NumPy arrays.
+
+The graph is compiled once into a flat plan of (kernel, input slots, output slots, slots to free)
+so that per-node overhead stays around a microsecond, and every intermediate is released right
+after its last use (liveness), keeping peak memory near the minimum.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lbdl_graph import ops
+from lbdl_graph.analysis import last_uses
+from lbdl_graph.builder import GraphBuilder
+from lbdl_graph.errors import ExecutionError, InputError, LbdlError, NumericError, OpError
+from lbdl_graph.graph import Graph, Node, Value
+from lbdl_graph.verify import verify
+
+from .kernels import KERNELS
+
+__all__ = ["Interpreter", "NodeProfile", "run"]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeProfile:
+    """Time and output bytes of one node in one run."""
+
+    node: str
+    op: str
+    seconds: float
+    out_bytes: int
+
+
+@dataclass(slots=True)
+class _Step:
+    fn: Callable[..., Any]
+    ins: tuple[int, ...]
+    outs: tuple[int, ...]
+    frees: tuple[int, ...]
+    node: Node
+
+
+def _identity_kernel(x: np.ndarray, **_: Any) -> np.ndarray:
+    return x
+
+
+def _decomposed_kernel(node: Node) -> Callable[..., Any]:
+    """Run an op without a kernel through its decomposition (a small nested graph)."""
+    b = GraphBuilder(f"{node.op.name}_decomposed")
+    ins = [b.input(f"in{i}", v.type.dtype, v.type.shape) if v is not None else None
+           for i, v in enumerate(node.inputs)]
+    with b:
+        out = node.op.decompose(*ins, **node.attrs)  # type: ignore[misc]
+    outs = list(out) if isinstance(out, tuple | list) else [out]
+    sub = Interpreter(b.build(outs, verify=False), verify_graph=False)
+    names = [v.name for v in ins if v is not None]
+
+    def kernel(*arrays: Any, **_: Any) -> Any:
+        res = sub.run(dict(zip(names, [a for a in arrays if a is not None], strict=True)))
+        vals = list(res.values())
+        return vals[0] if len(vals) == 1 else tuple(vals)
+
+    return kernel
+
+
+class Interpreter:
+    """A graph compiled for repeated execution on NumPy.
+
+    Args:
+        graph: the graph to run (verified unless ``verify_graph`` is False).
+        training: when False, dropout nodes pass their input through (evaluation mode).
+        check_numerics: raise :class:`NumericError` at the first node producing NaN or Inf.
+        check_types: compare every kernel output with its declared type (debugging).
+        profile: record a :class:`NodeProfile` per node in ``self.last_profile``.
+    """
+
+    def __init__(self, graph: Graph, *, training: bool = True, check_numerics: bool = False,
+                 check_types: bool = False, profile: bool = False,
+                 verify_graph: bool = True) -> None:
+        if verify_graph:
+            verify(graph)
+        self.graph = graph
+        self.training = training
+        self.check_numerics = check_numerics
+        self.check_types = check_types
+        self.profile = profile
+        self.last_profile: list[NodeProfile] = []
+        slot: dict[Value, int] = {}
+        for v in graph.iter_values():
+            slot[v] = len(slot)
+        self._nslots = len(slot)
+        self._input_slots = [(v, slot[v]) for v in graph.inputs]
+        self._param_slots = [(p, slot[p.value]) for p in graph.params]
+        self._output_slots = [(v.name, slot[v]) for v in graph.outputs]
+        keep = {slot[v] for v in graph.inputs} | {slot[p.value] for p in graph.params}
+        frees = last_uses(graph)
+        self._steps: list[_Step] = []
+        for node, dead in zip(graph.nodes, frees, strict=True):
+            self._steps.append(_Step(
+                self._kernel_for(node),
+                tuple(slot[v] if v is not None else -1 for v in node.inputs),
+                tuple(slot[v] for v in node.outputs),
+                tuple(slot[v] for v in dead if slot[v] not in keep),
+                node,
+            ))
+        self._params_env = [(s, p.data) for p, s in self._param_slots]
+
+    def _kernel_for(self, node: Node) -> Callable[..., Any]:
+        op = node.op
+        if op is ops.dropout and not self.training:
+            return _identity_kernel
+        kernel = KERNELS.get(op)
+        if kernel is None:
+            if op.decompose is None:
+                raise OpError(f"numpy backend: no kernel for op '{op.name}'", node=node.name,
+                              op=op.name, source=node.source)
+            return _decomposed_kernel(node)
+        return functools.partial(kernel, **node.attrs) if node.attrs else kernel
+
+    def _bind_inputs(self, env: list[Any], inputs: Mapping[str, Any]) -> None:
+        names = {v.name for v, _ in self._input_slots}
+        unknown = sorted(set(inputs) - names)
+        if unknown:
+            raise InputError(f"unknown input(s) {unknown} for graph '{self.graph.name}'; "
+                             f"expected {sorted(names)}")
+        dims: dict[str, tuple[int, str]] = {}
+        for v, s in self._input_slots:
+            if v.name not in inputs:
+                raise InputError(f"missing input '{v.name}' ({v.type}) for graph "
+                                 f"'{self.graph.name}'")
+            arr = inputs[v.name]
+            if not isinstance(arr, np.ndarray):
+                arr = np.asarray(arr, dtype=v.type.dtype.numpy)
+            if arr.dtype != v.type.dtype.numpy:
+                raise InputError(f"input '{v.name}' expects dtype {v.type.dtype.name}, got "
+                                 f"{arr.dtype}", hint=f"convert with .astype({v.type.dtype.name})")
+            if arr.ndim != v.type.ndim:
+                raise InputError(f"input '{v.name}' expects {v.type} (rank {v.type.ndim}), got "
+                                 f"shape {list(arr.shape)}")
+            for d, n in zip(v.type.shape, arr.shape, strict=True):
+                if isinstance(d, int) and d != n:
+                    raise InputError(f"input '{v.name}' expects {v.type}, got shape "
+                                     f"{list(arr.shape)}")
+                if isinstance(d, str):
+                    if d in dims and dims[d][0] != n:
+                        raise InputError(f"dim {d} is {dims[d][0]} in input '{dims[d][1]}' but "
+                                         f"{n} in input '{v.name}' (shape {list(arr.shape)})")
+                    dims.setdefault(d, (n, v.name))
+            env[s] = arr
+
+    def run(self, inputs: Mapping[str, Any] | None = None,
+            params: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Run the graph; returns the outputs by name. ``params`` overrides parameter data."""
+        env: list[Any] = [None] * self._nslots
+        for s, data in self._params_env:
+            env[s] = data
+        if params:
+            by_name = {p.name: s for p, s in self._param_slots}
+            for name, data in params.items():
+                if name not in by_name:
+                    raise InputError(f"unknown parameter '{name}' for graph '{self.graph.name}'")
+                env[by_name[name]] = data
+        self._bind_inputs(env, inputs or {})
+        if self.profile or self.check_numerics or self.check_types:
+            self._run_checked(env)
+        else:
+            self._run_fast(env)
+        return {name: env[s] for name, s in self._output_slots}
+
+    def _run_fast(self, env: list[Any]) -> None:
+        step = None
+        try:
+            for step in self._steps:
+                res = step.fn(*[env[i] if i >= 0 else None for i in step.ins])
+                outs = step.outs
+                if len(outs) == 1:
+                    env[outs[0]] = res
+                else:
+                    for o, r in zip(outs, res, strict=True):
+                        env[o] = r
+                for f in step.frees:
+                    env[f] = None
+        except LbdlError as e:
+            raise e.with_context(node=step.node.name, op=step.node.op.name,
+                                 source=step.node.source) from None
+        except Exception as e:  # a kernel failed: name the node and the user's line
+            raise self._kernel_error(step, env, e) from None
+
+    def _run_checked(self, env: list[Any]) -> None:
+        self.last_profile = []
+        for step in self._steps:
+            args = [env[i] if i >= 0 else None for i in step.ins]
+            t0 = time.perf_counter()
+            try:
+                res = step.fn(*args)
+            except LbdlError as e:
+                raise e.with_context(node=step.node.name, op=step.node.op.name,
+                                     source=step.node.source) from None
+            except Exception as e:
+                raise self._kernel_error(step, env, e) from None
+            dt = time.perf_counter() - t0
+            results = (res,) if len(step.outs) == 1 else tuple(res)
+            for o, r, v in zip(step.outs, results, step.node.outputs, strict=True):
+                env[o] = r
+                self._check_output(step.node, v, r)
+            if self.profile:
+                nbytes = sum(int(getattr(r, "nbytes", 0)) for r in results)
+                self.last_profile.append(NodeProfile(step.node.name, step.node.op.name, dt,
+                                                     nbytes))
+            for f in step.frees:
+                env[f] = None
+
+    def _check_output(self, node: Node, v: Value, r: Any) -> None:
+        if self.check_types:
+            ok = isinstance(r, np.ndarray) and r.dtype == v.type.dtype.numpy and r.ndim == v.ndim
+            ok = ok and all(not isinstance(d, int) or d == n for d, n in zip(v.shape, r.shape,
+                                                                              strict=True))
+            if not ok:
+                got = f"{getattr(r, 'dtype', type(r).__name__)}{list(getattr(r, 'shape', []))}"
+                raise ExecutionError(f"kernel output %{v.name} is {got}, declared {v.type}",
+                                     node=node.name, op=node.op.name, source=node.source)
+        if (self.check_numerics and isinstance(r, np.ndarray) and r.dtype.kind == "f"
+                and not np.isfinite(r).all()):
+            kind = "NaN" if np.isnan(r).any() else "Inf"
+            raise NumericError(f"{kind} first appears in %{v.name} ({v.type})", node=node.name,
+                               op=node.op.name, source=node.source)
+
+    @staticmethod
+    def _kernel_error(step: _Step | None, env: list[Any], e: Exception) -> LbdlError:
+        if step is None:
+            return ExecutionError(f"execution failed: {e}")
+        shapes = ", ".join(
+            f"{a.dtype}{list(a.shape)}" if isinstance(a, np.ndarray) else repr(a)
+            for a in (env[i] if i >= 0 else None for i in step.ins)
+        )
+        return ExecutionError(f"{type(e).__name__} in kernel: {e} (inputs: {shapes})",
+                              node=step.node.name, op=step.node.op.name, source=step.node.source)
+
+
+def run(graph: Graph, inputs: Mapping[str, Any] | None = None, **options: Any
+        ) -> dict[str, np.ndarray]:
+    """Run ``graph`` once on the NumPy backend (see :class:`Interpreter` for options)."""
+    return Interpreter(graph, **options).run(inputs)

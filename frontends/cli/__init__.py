@@ -1,0 +1,60 @@
+"""The ``lbdl-graph`` command line: one sub-command per verb.
+
+Exit codes: 0 success, 1 the command failed (a typed error, printed without a traceback),
+2 usage errors (unknown verb or option, bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+from lbdl_graph import __version__
+from lbdl_graph.errors import LbdlError
+
+__all__ = ["main"]
+
+# Each verb module defines `register(subparsers) -> None`, adding a parser whose `func` default
+# takes the parsed namespace and returns an exit code.
+VERB_MODULES = ("ops",)
+
+
+class UsageError(Exception):
+    """Bad arguments found after parsing (exit code 2)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every verb registered."""
+    parser = argparse.ArgumentParser(
+        prog="lbdl-graph",
+        description="A deep-learning graph compiler: DSL -> IR -> passes -> NumPy / ONNX Runtime.",
+    )
+    parser.add_argument("--version", action="version", version=f"lbdl-graph {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for name in VERB_MODULES:
+        module = importlib.import_module(f"lbdl_graph.frontends.cli.{name}_cmd")
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return func(args)
+    except UsageError as e:
+        parser.error(str(e))  # exits with 2
+        return 2
+    except LbdlError as e:
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
