@@ -66,7 +66,8 @@ def test_builder_records_types_names_and_source() -> None:
     assert str(y.type) == "f32[N,3]"
     src = g.nodes[0].source
     assert src is not None and src.file.endswith("test_core_ir.py")
-    assert "y = ops.relu" in open(src.file).read().splitlines()[src.line - 1]
+    with open(src.file) as f:
+        assert "y = ops.relu" in f.read().splitlines()[src.line - 1]
 
 
 def test_shape_error_names_node_shapes_and_user_line() -> None:

@@ -29,7 +29,7 @@ def facet_tables() -> dict[str, OpTable[Any] | None]:
 
 
 def facet_status(op: Any, table: OpTable[Any] | None) -> str:
-    """'yes' (own rule), 'decomp' (falls back to the decomposition), 'n/a' (not required), 'MISSING'."""
+    """'yes' (own rule), 'decomp' (uses the decomposition), 'n/a' (not required) or 'MISSING'."""
     if table is None:
         return "MISSING"
     if op in table:
