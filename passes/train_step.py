@@ -1,0 +1,153 @@
+"""The compiled training step: forward, loss, backward, clipping and optimizer update in one graph.
+
+``make_train_step`` turns a forward graph whose output ``loss`` is a scalar into a graph
+
+    (batch inputs, params, optimizer state, step) -> (loss, metrics, params:next, state:next,
+                                                     step:next, buffers:next)
+
+Every piece of mutable state is an input ``s`` with a matching output ``s:next``, listed in
+``graph.metadata["state"]``; a runner feeds the outputs of one step as the inputs of the next
+(on ONNX Runtime they stay on the device). Batch-norm running statistics come from the trace's
+``metadata["state_updates"]``; the dropout key is built from a fixed seed and the step counter,
+so random masks are a pure function of (seed, step, element index).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from lbdl_graph import ops
+from lbdl_graph.builder import GraphBuilder
+from lbdl_graph.errors import AutodiffError, GraphError
+from lbdl_graph.graph import Graph, Value
+
+from .optim import Optimizer, as_schedule, clip_by_global_norm
+
+__all__ = ["TrainStep", "TrainStepInfo", "make_train_step", "params_to_inputs"]
+
+STEP = "step"
+
+
+@dataclass(frozen=True)
+class TrainStepInfo:
+    """What a runner needs to drive a compiled step (also stored in graph.metadata)."""
+
+    state: tuple[str, ...]  # inputs whose next value is the output "<name>:next"
+    params: tuple[str, ...]  # trainable parameters (a subset of state)
+    batch: tuple[str, ...]  # per-step data inputs
+    loss: str
+    metrics: tuple[str, ...]
+
+    @staticmethod
+    def of(graph: Graph) -> TrainStepInfo:
+        """Read the info back from a compiled step graph."""
+        meta = graph.metadata.get("train_step")
+        if not meta:
+            raise GraphError(f"graph '{graph.name}' is not a compiled training step")
+        return TrainStepInfo(tuple(meta["state"]), tuple(meta["params"]), tuple(meta["batch"]),
+                             meta["loss"], tuple(meta["metrics"]))
+
+
+def params_to_inputs(graph: Graph, names: Sequence[str]) -> Graph:
+    """Turn parameters into graph inputs (same Value objects, so every node is kept)."""
+    moved = [graph.param_map[n] for n in names]
+    keep = [p for p in graph.params if p.name not in set(names)]
+    return graph.replace(inputs=[*graph.inputs, *(p.value for p in moved)], params=keep)
+
+
+def make_train_step(
+    graph: Graph,
+    optimizer: Optimizer,
+    *,
+    loss: str = "loss",
+    metrics: Sequence[str] | None = None,
+    clip_grad_norm: float | None = None,
+    seed: int = 0,
+) -> TrainStep:
+    """Compile ``graph`` (forward + loss) into one training-step graph; see the module doc.
+
+    ``metrics`` are forward outputs reported each step (default: every output except the loss
+    and state updates); with ``clip_grad_norm`` the global gradient norm is clipped and reported
+    as metric ``grad_norm``.
+    """
+    from .autodiff import grad
+
+    if loss not in graph.output_names():
+        raise AutodiffError(f"graph '{graph.name}' has no output '{loss}'; outputs: "
+                            f"{graph.output_names()}")
+    updates: dict[str, str] = dict(graph.metadata.get("state_updates", {}))
+    update_outputs = set(updates.values())
+    if metrics is None:
+        metrics = [n for n in graph.output_names() if n != loss and n not in update_outputs]
+    trainable = [p.name for p in graph.params if p.trainable]
+    if not trainable:
+        raise AutodiffError(f"graph '{graph.name}' has no trainable parameters")
+    initial = {p.name: p.data for p in graph.params if p.trainable or p.name in updates}
+    batch = [v.name for v in graph.inputs if v.name != graph.metadata.get("rng_input")]
+
+    g = grad(graph, loss, trainable)
+    g = params_to_inputs(g, [*trainable, *updates])
+    b = GraphBuilder.from_graph(g, copy_nodes=False)
+    step = b.input(STEP, "i64", ())
+    rng = graph.metadata.get("rng_input")
+    if rng:
+        # dropout key = (seed, step): masks are a pure function of seed, step and element index
+        old = g.input(rng)
+        with b, b.scope("rng"):
+            key = ops.concat(ops.constant(value=np.array([seed], np.int64)),
+                             ops.reshape(step, shape=(1,)), axis=0)
+        b.inputs.remove(old)
+        for n in g.nodes:
+            if old in n.inputs:
+                n = replace(n, inputs=tuple(key if v is old else v for v in n.inputs))
+            b.emit(n)
+    else:
+        for n in g.nodes:
+            b.emit(n)
+    with b, b.scope("optimizer"):
+        values = {v.name: v for v in g.outputs}
+        grads = {p: values[f"grad:{p}"] for p in trainable}
+        outputs: dict[str, Value] = {loss: values[loss]}
+        outputs.update((m, values[m]) for m in metrics)
+        if clip_grad_norm is not None:
+            grads, norm = clip_by_global_norm(grads, clip_grad_norm)
+            outputs["grad_norm"] = norm
+        lr = as_schedule(optimizer.lr)(step)
+        outputs["lr"] = lr
+        inputs = {v.name: v for v in b.inputs}
+        state_names: list[str] = []
+        for p in trainable:
+            slots = {s: b.input(f"opt.{s}/{p}", inputs[p].type.dtype, inputs[p].type.shape)
+                     for s in optimizer.slots()}
+            with b.scope(p):
+                new_p, new_slots = optimizer.update(inputs[p], grads[p], slots, step, lr)
+            outputs[f"{p}:next"] = new_p
+            for s, v in new_slots.items():
+                outputs[f"opt.{s}/{p}:next"] = v
+                state_names.append(f"opt.{s}/{p}")
+        for buf, out in updates.items():
+            outputs[f"{buf}:next"] = values[out]
+        outputs[f"{STEP}:next"] = ops.add(step, ops.constant(value=np.int64(1)))
+    state = [*trainable, *updates, *state_names, STEP]
+    step_graph = b.build(outputs, name=f"{graph.name}_train_step", prune=True)
+    init = dict(initial)
+    init.update(optimizer.init_state({p: initial[p] for p in trainable}))
+    init[STEP] = np.array(0, np.int64)
+    info = TrainStepInfo(tuple(state), tuple(trainable), tuple(batch), loss,
+                         (*metrics, *(["grad_norm"] if clip_grad_norm else []), "lr"))
+    meta = {k: v for k, v in graph.metadata.items() if k not in ("state_updates", "rng_input")}
+    meta["train_step"] = {"state": list(info.state), "params": list(info.params),
+                          "batch": list(info.batch), "loss": loss, "metrics": list(info.metrics)}
+    return TrainStep(step_graph.replace(metadata=meta), info, init)
+
+
+@dataclass(frozen=True)
+class TrainStep:
+    """A compiled training step: its graph, the state wiring and the initial state values."""
+
+    graph: Graph
+    info: TrainStepInfo
+    initial_state: Mapping[str, np.ndarray]
