@@ -33,7 +33,7 @@ def checksum(tensors: Mapping[str, np.ndarray]) -> str:
     """SHA-256 over every tensor's name, dtype, shape and bytes, in name order."""
     h = hashlib.sha256()
     for name in sorted(tensors):
-        a = np.ascontiguousarray(tensors[name])
+        a = np.asarray(tensors[name], order="C")  # keeps 0-d arrays 0-d
         h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
         h.update(a.tobytes())
     return h.hexdigest()
@@ -43,7 +43,7 @@ def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, np.ndarray
                     meta: Mapping[str, Any] | None = None) -> Path:
     """Write ``state`` (name → array) and JSON-serialisable ``meta`` atomically to ``path``."""
     path = Path(path)
-    tensors = {k: np.ascontiguousarray(v) for k, v in state.items()}
+    tensors = {k: np.asarray(v, order="C") for k, v in state.items()}
     bad = [k for k, v in tensors.items() if v.dtype.kind not in "fiub"]
     if bad:
         raise CheckpointError(f"cannot checkpoint non-numeric tensors {bad}")
@@ -51,10 +51,7 @@ def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, np.ndarray
         extra = json.dumps(dict(meta or {}))
     except TypeError as e:
         raise CheckpointError(f"checkpoint metadata is not JSON-serialisable: {e}") from None
-    # safetensors stores 0-d tensors as shape [1]; remember which ones to restore them
-    scalars = sorted(k for k, v in tensors.items() if v.ndim == 0)
-    header = {"format": FORMAT, "checksum": checksum(tensors), "meta": extra,
-              "scalars": json.dumps(scalars)}
+    header = {"format": FORMAT, "checksum": checksum(tensors), "meta": extra}
     data = st_save(tensors, metadata=header)
     if not path.parent.is_dir():
         raise CheckpointError(f"cannot write checkpoint {path}: directory {path.parent} does "
@@ -108,11 +105,6 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
     except Exception as e:  # safetensors raises its own error types on damaged payloads
         raise CheckpointError(f"checkpoint {path} is damaged: {e}") from None
     tensors = dict(tensors)
-    try:
-        for name in json.loads(meta.get("scalars", "[]")):
-            tensors[name] = tensors[name].reshape(())
-    except (KeyError, ValueError, TypeError):
-        raise CheckpointError(f"checkpoint {path} has a corrupted header") from None
     if checksum(tensors) != meta.get("checksum"):
         raise CheckpointError(f"checkpoint {path} failed its checksum (corrupted)")
     return tensors, json.loads(meta.get("meta", "{}"))
