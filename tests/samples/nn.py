@@ -19,6 +19,8 @@ import numpy as np
 from lbdl_graph import ops
 from tests.op_db import Arrays, OpSample
 
+__all__ = ["SAMPLES"]
+
 F32 = np.float32
 F64 = np.float64
 Shape = tuple[int, ...]
@@ -42,7 +44,7 @@ def _randn(*shapes: Shape | None, dt: type = F32) -> Callable[[np.random.Generat
 
 
 def _onnx_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
-    """Our attributes as ONNX ones: drop None, bools become ints, group stays group."""
+    """Our attributes as ONNX ones: unset (None) ones dropped, bools as ints."""
     return {k: int(v) if isinstance(v, bool) else v for k, v in attrs.items() if v is not None}
 
 
@@ -180,7 +182,7 @@ def _pool_reference(x: np.ndarray, *, kind: str, kernel_shape: tuple[int, ...],
     y = np.zeros((*x.shape[:2], *out), x.dtype)
     index = np.zeros(y.shape, np.int64)
     for n, c, *o in itertools.product(*map(range, y.shape)):
-        best, best_at, total, count = -math.inf, (0,), 0.0, 0
+        best, best_at, total, count = -math.inf, None, 0.0, 0
         for t in itertools.product(*map(range, kernel_shape)):
             pos = tuple(o[i] * s[i] - p[i] + t[i] * d[i] for i in range(k))
             inside = all(0 <= pos[i] < dims[i] for i in range(k))
@@ -192,7 +194,7 @@ def _pool_reference(x: np.ndarray, *, kind: str, kernel_shape: tuple[int, ...],
                     best, best_at = v, (n, c, *pos)
             count += inside or (count_include_pad and padded)
         y[(n, c, *o)] = best if kind == "max" else total / count
-        index[(n, c, *o)] = np.ravel_multi_index(best_at, x.shape)
+        index[(n, c, *o)] = -1 if best_at is None else np.ravel_multi_index(best_at, x.shape)
     return (y, index) if kind == "max" else y
 
 
