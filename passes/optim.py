@@ -77,7 +77,7 @@ class StepLR(Schedule):
 
     def __call__(self, step: Value) -> Value:
         k = ops.cast(ops.div(step, ops.constant(value=np.int64(self.step_size))), to="f32")
-        return ops.mul(_f32(self.lr), ops.pow(_f32(self.gamma), k))
+        return ops.mul(_f32(self.lr), ops.pow_(_f32(self.gamma), k))
 
     def value(self, step: int) -> float:
         return self.lr * self.gamma ** (step // self.step_size)
@@ -222,8 +222,8 @@ class Adam(Optimizer):
         v = ops.add(ops.mul(_const(self.beta2, p), state["v"]),
                     ops.mul(_const(1 - self.beta2, p), ops.mul(g, g)))
         t = ops.cast(ops.add(step, ops.constant(value=np.int64(1))), to=dt)
-        bc1 = ops.sub(_const(1.0, p), ops.pow(_const(self.beta1, p), t))
-        bc2 = ops.sub(_const(1.0, p), ops.pow(_const(self.beta2, p), t))
+        bc1 = ops.sub(_const(1.0, p), ops.pow_(_const(self.beta1, p), t))
+        bc2 = ops.sub(_const(1.0, p), ops.pow_(_const(self.beta2, p), t))
         denom = ops.add(ops.div(ops.sqrt(v), ops.sqrt(bc2)), _const(self.eps, p))
         new_p = ops.sub(p, ops.mul(ops.div(lr_p, bc1), ops.div(m, denom)))
         if self.weight_decay and self.decoupled:

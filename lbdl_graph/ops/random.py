@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 from ..dtypes import DType, float32, int64
@@ -21,7 +22,7 @@ from ..opdef import Attr, Trait, defop
 from ..types import TensorType
 from ._rules import require
 
-__all__ = ["MASK31", "MIX_MUL", "hash_numpy", "key_streams_numpy"]
+__all__ = ["MASK31", "MIX_MUL", "hash_numpy", "key_streams_numpy", "uniform_bits"]
 
 MASK31 = 2**31 - 1
 MIX_MUL = 0x45D9F3B  # < 2**27, so (x < 2**31) * MIX_MUL < 2**58 never overflows int64
@@ -87,11 +88,18 @@ def _hash(like: Any, key: Any, salt: int) -> Any:
     return _mix(bitwise_and(add(x, k2), m))
 
 
+def uniform_bits(dt: DType) -> int:
+    """How many hash bits a uniform number of float type ``dt`` uses: 24, or fewer for the
+    narrow floats, so that every value ``k * 2**-n`` is exact in ``dt`` and stays below 1."""
+    return min(24, int(ml_dtypes.finfo(dt.numpy).nmant) + 1)
+
+
 def _uniform_from_bits(bits: Any, dt: DType) -> Any:
     from . import cast, constant, div, mul
 
-    top24 = div(bits, _c(2**7))
-    return mul(cast(top24, to=dt), constant(value=np.asarray(2.0**-24, dtype=dt.numpy)))
+    n = uniform_bits(dt)
+    top = div(bits, _c(2 ** (31 - n)))
+    return mul(cast(top, to=dt), constant(value=np.asarray(2.0**-n, dtype=dt.numpy)))
 
 
 def _random_uniform_decompose(like: Any, key: Any, *, salt: int, dtype: DType) -> Any:
@@ -136,7 +144,8 @@ _RANDOM_ATTRS = (Attr("salt", "int", 0), Attr("dtype", "dtype", float32))
 random_uniform = defop(
     "random_uniform", ("like", "key"), infer=_random_rule, attrs=_RANDOM_ATTRS,
     traits=(Trait.STOCHASTIC,), decompose=_random_uniform_decompose,
-    doc="uniform [0, 1) numbers of like's shape from the counter-based hash (24-bit grid)")
+    doc="uniform [0, 1) numbers of like's shape from the counter-based hash (24-bit grid; "
+        "fewer bits for float16/bfloat16/float8, see uniform_bits)")
 random_normal = defop(
     "random_normal", ("like", "key"), infer=_random_rule, attrs=_RANDOM_ATTRS,
     traits=(Trait.STOCHASTIC,), decompose=_random_normal_decompose,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..opdef import Attr, Trait, defop
 from ..shapes import normalize_axis
 from ..types import TensorType
@@ -11,15 +13,22 @@ R, D = Trait.REDUCTION, Trait.DIFFERENTIABLE
 _AXES = (Attr("axes", "ints", None, True), Attr("keepdims", "bool", True))
 
 
-def _reduce(name: str, onnx: str, doc: str, diff: bool = True) -> object:
-    return defop(name, ("x",), infer=reduce_rule, attrs=_AXES, traits=(R, D) if diff else (R,),
+def _arith_reduce_rule(x: TensorType, *, axes: tuple[int, ...] | None,
+                       keepdims: bool) -> TensorType:
+    """reduce_rule for sum/mean/prod, which ONNX defines on numbers only (no bool)."""
+    require(x, "input", kinds=("float", "int", "uint"))
+    return reduce_rule(x, axes=axes, keepdims=keepdims)
+
+
+def _reduce(name: str, onnx: str, doc: str, infer: Any = _arith_reduce_rule) -> object:
+    return defop(name, ("x",), infer=infer, attrs=_AXES, traits=(R, D),
                  onnx=onnx, doc=doc + "; axes=None reduces all axes, axes=() none")
 
 
 reduce_sum = _reduce("reduce_sum", "ReduceSum", "sum over axes")
 reduce_mean = _reduce("reduce_mean", "ReduceMean", "mean over axes")
-reduce_max = _reduce("reduce_max", "ReduceMax", "max over axes")
-reduce_min = _reduce("reduce_min", "ReduceMin", "min over axes")
+reduce_max = _reduce("reduce_max", "ReduceMax", "max over axes", reduce_rule)
+reduce_min = _reduce("reduce_min", "ReduceMin", "min over axes", reduce_rule)
 reduce_prod = _reduce("reduce_prod", "ReduceProd", "product over axes")
 
 _ARG = (Attr("axis", "int", 0), Attr("keepdims", "bool", True))

@@ -106,6 +106,8 @@ split = defop("split", ("x",), infer=_split_rule,
 
 def _slice_len(d: Dim, start: int, end: int, step: int) -> Dim:
     if isinstance(d, int):
+        if step < 0 and start < -d:
+            start = 0  # ONNX clamps a backward start to the first element; Python gives empty
         return len(range(d)[slice(start, end, step)])
     if step == 1 and start >= 0 and end >= INT_MAX // 2:
         return d if start == 0 else f"{d}-{start}"

@@ -12,21 +12,31 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 from scipy import special
 
 from lbdl_graph import ops
-from lbdl_graph.dtypes import DType
+from lbdl_graph.dtypes import DTYPES, DType
 from lbdl_graph.errors import ExecutionError, OpError
 
 from . import KERNELS
 
-__all__ = ["float_math"]
+__all__ = ["float_math", "kind_of"]
 
 _NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+# ml_dtypes types (bfloat16, int4, ...) all have NumPy kind "V", so ask our DType instead
+_KINDS: dict[np.dtype[Any], str] = {d.numpy: d.kind for d in DTYPES.values()}
+_NUMPY_KINDS = {"f": "float", "i": "int", "u": "uint", "b": "bool"}
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 Array = np.ndarray
+
+
+def kind_of(x: Array) -> str:
+    """The element kind of an array: "float", "int", "uint" or "bool"."""
+    kind = _KINDS.get(x.dtype)
+    return kind if kind is not None else _NUMPY_KINDS.get(x.dtype.kind, "other")
 
 
 def float_math(fn: Callable[[Array], Any], x: Array) -> Array:
@@ -97,7 +107,7 @@ def _abs_kernel(x: Array) -> Array:
 @KERNELS.register(ops.sign)
 def _sign_kernel(x: Array) -> Array:
     """-1, 0 or 1 in x's dtype (NaN stays NaN)."""
-    if x.dtype.kind in "iu":
+    if kind_of(x) != "float":
         return np.asarray(np.sign(x))
     return float_math(np.sign, x)
 
@@ -124,22 +134,22 @@ def _identity_kernel(x: Array) -> Array:
     return x
 
 
-def _clip_bound(v: float | None, dt: np.dtype[Any]) -> Array | None:
+def _clip_bound(v: float | None, x: Array) -> Array | None:
     """A clip bound converted to x's dtype, as ONNX Clip takes it (integers saturate)."""
     if v is None:
         return None
-    if dt.kind in "iu":
+    if kind_of(x) in ("int", "uint"):
         if math.isnan(v):
-            raise OpError(f"clip: bound {v} is not valid for an integer input ({dt})")
-        info = np.iinfo(dt)
-        return np.asarray(int(min(max(v, info.min), info.max)), dtype=dt)
-    return np.asarray(v, dtype=dt)
+            raise OpError(f"clip: bound {v} is not valid for an integer input ({x.dtype})")
+        info = ml_dtypes.iinfo(x.dtype)
+        return np.asarray(int(min(max(v, info.min), info.max)), dtype=x.dtype)
+    return np.asarray(v, dtype=x.dtype)
 
 
 @KERNELS.register(ops.clip)
 def _clip_kernel(x: Array, *, min: float | None, max: float | None) -> Array:
     """min(max(x, min), max); if min > max every element becomes max (ONNX)."""
-    lo, hi = _clip_bound(min, x.dtype), _clip_bound(max, x.dtype)
+    lo, hi = _clip_bound(min, x), _clip_bound(max, x)
     if lo is None and hi is None:
         return x
     if lo is None:
@@ -191,12 +201,13 @@ for _op, _fn2 in _BINARY:
 @KERNELS.register(ops.div)
 def _div_kernel(a: Array, b: Array) -> Array:
     """a / b; integer division truncates toward zero (ONNX Div), unlike NumPy's floor."""
-    if a.dtype.kind not in "iu":
+    kind = kind_of(a)
+    if kind == "float":
         return np.asarray(np.divide(a, b))
     if not b.all():
         raise ExecutionError(f"div: integer division by zero ({a.dtype})")
     q = np.floor_divide(a, b)
-    if a.dtype.kind == "i":
+    if kind == "int":
         # floor and truncation differ when the remainder is non-zero and the signs differ
         q = q + ((q * b != a) & ((a < 0) != (b < 0)))
     return np.asarray(q)
@@ -205,9 +216,9 @@ def _div_kernel(a: Array, b: Array) -> Array:
 @KERNELS.register(ops.pow_)
 def _pow_kernel(a: Array, b: Array) -> Array:
     """a ** b; integer exponents must be non-negative."""
-    if b.dtype.kind == "i" and (b < 0).any():
+    if kind_of(b) == "int" and (b < 0).any():
         raise ExecutionError(f"pow: negative exponent for integer input ({b.dtype})")
-    if a.dtype.kind in "iu":
+    if kind_of(a) != "float":
         return np.asarray(np.power(a, b))
     return float_math(lambda v: np.power(v, b.astype(v.dtype)), a)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 from lbdl_graph import ops
@@ -15,6 +16,7 @@ from lbdl_graph.errors import ShapeError
 from lbdl_graph.shapes import normalize_axes, normalize_axis
 
 from . import KERNELS
+from .elementwise import kind_of
 
 __all__: list[str] = []
 
@@ -22,16 +24,16 @@ Array = np.ndarray
 _NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _acc(x: Array) -> Array:
-    """x in the dtype its arithmetic runs in (float32 for the narrow floats)."""
-    if x.dtype.kind in "fV" and x.dtype not in _NATIVE_FLOATS:
-        return x.astype(np.float32)
-    return x
-
-
 def _acc_dtype(x: Array) -> np.dtype[Any]:
-    return np.dtype(np.float32) if x.dtype.kind in "fV" and x.dtype not in _NATIVE_FLOATS \
-        else x.dtype
+    """The dtype x's arithmetic runs in (float32 for the narrow floats)."""
+    if x.dtype not in _NATIVE_FLOATS and kind_of(x) == "float":
+        return np.dtype(np.float32)
+    return x.dtype
+
+
+def _acc(x: Array) -> Array:
+    """x converted to its accumulation dtype."""
+    return x.astype(_acc_dtype(x), copy=False)
 
 
 def _axes(x: Array, axes: tuple[int, ...] | None) -> tuple[int, ...]:
@@ -67,12 +69,13 @@ def _reduce_mean_kernel(x: Array, *, axes: tuple[int, ...] | None, keepdims: boo
     return np.asarray(out).astype(x.dtype, copy=False)
 
 
-def _lowest(dt: np.dtype[Any], highest: bool) -> Any:
-    """The identity of max (lowest value) or min (highest value) for a dtype."""
-    if dt.kind == "b":
+def _identity_of(x: Array, highest: bool) -> Any:
+    """The identity of max (x's lowest value) or of min (its highest value)."""
+    kind = kind_of(x)
+    if kind == "bool":
         return highest
-    if dt.kind in "iu":
-        info = np.iinfo(dt)
+    if kind in ("int", "uint"):
+        info = ml_dtypes.iinfo(x.dtype)
         return info.max if highest else info.min
     return np.inf if highest else -np.inf
 
@@ -81,7 +84,7 @@ def _extreme(x: Array, axes: tuple[int, ...] | None, keepdims: bool, fn: Any,
              highest: bool) -> Array:
     ax = _axes(x, axes)
     # ONNX: max over an empty set is -inf (the dtype's lowest integer), min is +inf
-    init = {"initial": _lowest(x.dtype, highest)} if x.size == 0 else {}
+    init = {"initial": _identity_of(x, highest)} if x.size == 0 else {}
     out = fn(_acc(x), axis=ax, keepdims=keepdims, **init)
     return np.asarray(out).astype(x.dtype, copy=False)
 
