@@ -44,6 +44,7 @@ class _Step:
     outs: tuple[int, ...]
     frees: tuple[int, ...]
     node: Node
+    multi: bool  # the kernel returns a tuple (even for a one-piece split)
 
 
 def _identity_kernel(x: np.ndarray, *_: Any, **__: Any) -> np.ndarray:
@@ -108,6 +109,7 @@ class Interpreter:
                 tuple(slot[v] for v in node.outputs),
                 tuple(slot[v] for v in dead if slot[v] not in keep),
                 node,
+                not isinstance(node.op.outputs, int) or node.op.outputs > 1,
             ))
         self._params_env = [(s, p.data) for p, s in self._param_slots]
 
@@ -180,12 +182,11 @@ class Interpreter:
         try:
             for step in self._steps:
                 res = step.fn(*[env[i] if i >= 0 else None for i in step.ins])
-                outs = step.outs
-                if len(outs) == 1:
-                    env[outs[0]] = res
-                else:
-                    for o, r in zip(outs, res, strict=True):
+                if step.multi:
+                    for o, r in zip(step.outs, res, strict=True):
                         env[o] = r
+                else:
+                    env[step.outs[0]] = res
                 for f in step.frees:
                     env[f] = None
         except LbdlError as e:
@@ -207,7 +208,7 @@ class Interpreter:
             except Exception as e:
                 raise self._kernel_error(step, env, e) from None
             dt = time.perf_counter() - t0
-            results = (res,) if len(step.outs) == 1 else tuple(res)
+            results = tuple(res) if step.multi else (res,)
             for o, r, v in zip(step.outs, results, step.node.outputs, strict=True):
                 env[o] = r
                 self._check_output(step.node, v, r)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..opdef import Attr, Trait, defop
+from ..opdef import Attr, OpDef, Trait, defop
 from ..shapes import normalize_axis
 from ..types import TensorType
 from ._rules import arg_reduce_rule, reduce_rule, require
@@ -20,7 +20,7 @@ def _arith_reduce_rule(x: TensorType, *, axes: tuple[int, ...] | None,
     return reduce_rule(x, axes=axes, keepdims=keepdims)
 
 
-def _reduce(name: str, onnx: str, doc: str, infer: Any = _arith_reduce_rule) -> object:
+def _reduce(name: str, onnx: str, doc: str, infer: Any = _arith_reduce_rule) -> OpDef:
     return defop(name, ("x",), infer=infer, attrs=_AXES, traits=(R, D),
                  onnx=onnx, doc=doc + "; axes=None reduces all axes, axes=() none")
 
