@@ -1,0 +1,101 @@
+"""The functional API, mirroring ``torch.nn.functional``: ``import lbdl_graph.frontends.functional
+as F``. Every function adds nodes to the active trace and returns symbolic tensors."""
+
+from __future__ import annotations
+
+from .activation import (
+    gelu,
+    leaky_relu,
+    log_softmax,
+    relu,
+    sigmoid,
+    silu,
+    softmax,
+    softplus,
+    tanh,
+)
+from .attention import attention, causal_mask, scaled_dot_product_attention
+from .conv import conv1d, conv2d, conv_transpose1d, conv_transpose2d, pad
+from .dropout import dropout, dropout1d, dropout2d
+from .linear import embedding, linear, one_hot
+from .loss import (
+    binary_cross_entropy,
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    l1_loss,
+    mse_loss,
+    nll_loss,
+)
+from .manipulation import (
+    cat,
+    chunk,
+    concat,
+    full_like,
+    matmul,
+    ones_like,
+    split,
+    stack,
+    where,
+    zeros_like,
+)
+from .norm import batch_norm, layer_norm
+from .pooling import (
+    adaptive_avg_pool1d,
+    adaptive_avg_pool2d,
+    avg_pool1d,
+    avg_pool2d,
+    global_avg_pool,
+    max_pool1d,
+    max_pool2d,
+)
+
+__all__ = [
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
+    "attention",
+    "avg_pool1d",
+    "avg_pool2d",
+    "batch_norm",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "cat",
+    "causal_mask",
+    "chunk",
+    "concat",
+    "conv1d",
+    "conv2d",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "cross_entropy",
+    "dropout",
+    "dropout1d",
+    "dropout2d",
+    "embedding",
+    "full_like",
+    "gelu",
+    "global_avg_pool",
+    "l1_loss",
+    "layer_norm",
+    "leaky_relu",
+    "linear",
+    "log_softmax",
+    "matmul",
+    "max_pool1d",
+    "max_pool2d",
+    "mse_loss",
+    "nll_loss",
+    "one_hot",
+    "ones_like",
+    "pad",
+    "relu",
+    "scaled_dot_product_attention",
+    "sigmoid",
+    "silu",
+    "softmax",
+    "softplus",
+    "split",
+    "stack",
+    "tanh",
+    "where",
+    "zeros_like",
+]

@@ -1,0 +1,191 @@
+"""Losses: mean squared error, cross-entropy from logits, NLL and binary cross-entropy.
+
+Arguments follow ``torch.nn.functional`` positions (``weight`` third where PyTorch has it) with
+``reduction`` in ('mean', 'sum', 'none') as a keyword. Cross-entropy accepts class indices (int)
+or class probabilities (float) as targets, class weights and ``label_smoothing``; there is no
+``ignore_index``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lbdl_graph import ops
+from lbdl_graph.errors import DTypeError, OpError, ShapeError
+
+from ..tensor import Tensor, as_tensor, error
+from ._util import const, float_tensor
+
+__all__ = [
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "cross_entropy",
+    "l1_loss",
+    "mse_loss",
+    "nll_loss",
+]
+
+
+def _reduce(loss: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "none":
+        return loss
+    raise error(OpError, f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def _same_shape(a: Tensor, b: Tensor, what: str) -> None:
+    if a.shape != b.shape:
+        raise error(ShapeError, f"{what}: input {a.type} and target {b.type} must have the same "
+                    "shape")
+
+
+def _target(target: Any, like: Tensor) -> Tensor:
+    return target if isinstance(target, Tensor) else as_tensor(target, like.dtype)
+
+
+def mse_loss(input: Any, target: Any, *, reduction: str = "mean") -> Tensor:
+    """Mean (or sum) of squared differences."""
+    x = float_tensor(input, "mse_loss")
+    y = _target(target, x)
+    _same_shape(x, y, "mse_loss")
+    d = x - y
+    return _reduce(d * d, reduction)
+
+
+def l1_loss(input: Any, target: Any, *, reduction: str = "mean") -> Tensor:
+    """Mean (or sum) of absolute differences."""
+    x = float_tensor(input, "l1_loss")
+    y = _target(target, x)
+    _same_shape(x, y, "l1_loss")
+    return _reduce((x - y).abs(), reduction)
+
+
+def _class_axis(x: Tensor, what: str) -> int:
+    if x.ndim == 0:
+        raise error(ShapeError, f"{what} expects (N, C, ...) or (C,) input, got {x.type}")
+    return 1 if x.ndim >= 2 else 0
+
+
+def _indices(target: Any, what: str) -> Tensor:
+    t = target if isinstance(target, Tensor) else as_tensor(target)
+    if not t.dtype.is_integer:
+        raise error(DTypeError, f"{what}: target must hold class indices (int), got {t.type}")
+    return t
+
+
+def _pick(logp: Tensor, target: Tensor, axis: int, what: str) -> Tensor:
+    """``logp`` at the target class along ``axis`` (class indices)."""
+    expected = logp.shape[:axis] + logp.shape[axis + 1:]
+    if target.shape != expected:
+        raise error(ShapeError, f"{what}: target {target.type} should have shape "
+                    f"{list(expected)} for input {logp.type} (classes on dim {axis})")
+    idx = target.unsqueeze(axis)
+    return Tensor(ops.gather_elements(logp.value, idx.value, axis=axis)).squeeze(axis)
+
+
+def _class_weight(weight: Any, x: Tensor, axis: int, what: str) -> Tensor:
+    w = _target(weight, x)
+    if w.shape != (x.shape[axis],):
+        raise error(ShapeError, f"{what}: weight {w.type} should have one entry per class "
+                    f"({x.shape[axis]})")
+    return w
+
+
+def _weighted_nll(logp: Tensor, t: Tensor, weight: Any | None, axis: int, what: str
+                  ) -> tuple[Tensor, Tensor | None]:
+    """Per-element ``-w[t]·logp[t]`` and, with class weights, ``w[t]`` (the mean's divisor)."""
+    loss = -_pick(logp, t, axis, what)
+    if weight is None:
+        return loss, None
+    wt = _rows(_class_weight(weight, logp, axis, what), t)
+    return loss * wt, wt
+
+
+def _rows(w: Tensor, t: Tensor) -> Tensor:
+    """``w[t]`` for a vector ``w`` and integer indices ``t``."""
+    return Tensor(ops.gather(w.value, t.value, axis=0))
+
+
+def _reduce_weighted(loss: Tensor, wt: Tensor | None, reduction: str) -> Tensor:
+    if wt is not None and reduction == "mean":  # PyTorch divides by the total target weight
+        return loss.sum() / wt.sum()
+    return _reduce(loss, reduction)
+
+
+def nll_loss(input: Any, target: Any, weight: Any | None = None, *,
+             reduction: str = "mean") -> Tensor:
+    """Negative log-likelihood of log-probabilities ``input`` at class indices ``target``;
+    ``weight`` rescales each class (the mean divides by the total weight, as in PyTorch)."""
+    logp = float_tensor(input, "nll_loss")
+    t = _indices(target, "nll_loss")
+    axis = _class_axis(logp, "nll_loss")
+    loss, wt = _weighted_nll(logp, t, weight, axis, "nll_loss")
+    return _reduce_weighted(loss, wt, reduction)
+
+
+def cross_entropy(input: Any, target: Any, weight: Any | None = None, *,
+                  reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
+    """Cross-entropy between logits ``input`` (N, C, ...) and class indices (N, ...) or class
+    probabilities (N, C, ...); ``weight`` rescales each class and ``label_smoothing`` mixes in
+    the uniform distribution, both as in PyTorch."""
+    x = float_tensor(input, "cross_entropy")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise error(OpError, f"label_smoothing must be in [0, 1], got {label_smoothing}")
+    axis = _class_axis(x, "cross_entropy")
+    logp = x.log_softmax(axis)
+    c = x.shape[axis]
+    w = None if weight is None else _class_weight(weight, x, axis, "cross_entropy")
+    wshape = [c if i == axis else 1 for i in range(x.ndim)]
+    wlogp = logp if w is None else logp * w.reshape(wshape)
+    t = target if isinstance(target, Tensor) else as_tensor(target)
+    if t.dtype.is_float:
+        t = t.to(x.dtype)
+        _same_shape(x, t, "cross_entropy with class probabilities")
+        if label_smoothing:
+            t = t * const(1.0 - label_smoothing, x) + const(label_smoothing / c, x)
+        return _reduce(-(t * wlogp).sum(axis), reduction)
+    t = _indices(t, "cross_entropy")
+    loss, wt = _weighted_nll(logp, t, w, axis, "cross_entropy")
+    if label_smoothing:
+        smooth = -wlogp.sum(axis) * const(1.0 / c, x)
+        loss = loss * const(1.0 - label_smoothing, x) + smooth * const(label_smoothing, x)
+    return _reduce_weighted(loss, wt, reduction)
+
+
+def binary_cross_entropy_with_logits(input: Any, target: Any, weight: Any | None = None, *,
+                                     reduction: str = "mean",
+                                     pos_weight: Any | None = None) -> Tensor:
+    """Sigmoid + binary cross-entropy in the stable form
+    ``max(x, 0) - x·y + log(1 + e^-|x|)``; ``weight`` rescales each element and
+    ``pos_weight`` the positive term."""
+    x = float_tensor(input, "binary_cross_entropy_with_logits")
+    y = _target(target, x).to(x.dtype)
+    _same_shape(x, y, "binary_cross_entropy_with_logits")
+    soft = Tensor(ops.softplus((-x.abs()).value))
+    if pos_weight is None:
+        loss = x.relu() - x * y + soft
+    else:
+        pw = _target(pos_weight, x)
+        log_weight = (pw - const(1.0, x)) * y + const(1.0, x)
+        loss = (const(1.0, x) - y) * x + log_weight * (soft + (-x).relu())
+    if weight is not None:
+        loss = loss * _target(weight, x)
+    return _reduce(loss, reduction)
+
+
+def binary_cross_entropy(input: Any, target: Any, weight: Any | None = None, *,
+                         reduction: str = "mean") -> Tensor:
+    """Binary cross-entropy of probabilities; logs are clamped at -100 as in PyTorch."""
+    p = float_tensor(input, "binary_cross_entropy")
+    y = _target(target, p).to(p.dtype)
+    _same_shape(p, y, "binary_cross_entropy")
+    one = const(1.0, p)
+    log_p = p.log().clamp(min=-100.0)
+    log_q = (one - p).log().clamp(min=-100.0)
+    loss = -(y * log_p + (one - y) * log_q)
+    if weight is not None:
+        loss = loss * _target(weight, p)
+    return _reduce(loss, reduction)

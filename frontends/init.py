@@ -1,0 +1,167 @@
+"""Weight initialisation, drawn from one seeded global generator.
+
+The formulas are PyTorch's defaults (``torch.nn.init``); the random bits come from NumPy, so a
+model is reproducible after :func:`manual_seed` but not bit-identical to a torch model. The
+``*_`` functions fill a Parameter (or array) in place and return it, as in torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from lbdl_graph.errors import OpError, ShapeError
+
+__all__ = [
+    "calculate_fan_in_and_fan_out",
+    "calculate_gain",
+    "constant_",
+    "generator",
+    "kaiming_normal_",
+    "kaiming_uniform_",
+    "manual_seed",
+    "normal_",
+    "ones_",
+    "uniform_",
+    "xavier_normal_",
+    "xavier_uniform_",
+    "zeros_",
+]
+
+_GEN: list[np.random.Generator] = [np.random.default_rng(0)]
+
+
+def manual_seed(seed: int) -> np.random.Generator:
+    """Reseed the global generator that every layer draws its initial weights from."""
+    _GEN[0] = np.random.default_rng(int(seed))
+    return _GEN[0]
+
+
+def generator() -> np.random.Generator:
+    """The global generator."""
+    return _GEN[0]
+
+
+def _target(x: Any) -> np.ndarray:
+    arr = getattr(x, "data", x)
+    if not isinstance(arr, np.ndarray):
+        raise OpError(f"init functions fill a Parameter or an ndarray, got {type(x).__name__}")
+    return arr
+
+
+def _fill(x: Any, values: np.ndarray) -> Any:
+    arr = _target(x)
+    arr[...] = values.astype(arr.dtype, copy=False)
+    return x
+
+
+def calculate_fan_in_and_fan_out(shape: Sequence[int]) -> tuple[int, int]:
+    """``(fan_in, fan_out)`` of a weight as torch computes them: dims 1 and 0 times the
+    receptive field (so a ConvTranspose weight's fan_in is out_channels/groups * kernel)."""
+    if len(shape) < 2:
+        raise ShapeError(f"fan in/out need a weight with at least 2 dims, got shape {tuple(shape)}")
+    receptive = math.prod(shape[2:])
+    return int(shape[1]) * receptive, int(shape[0]) * receptive
+
+
+def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
+    """The recommended gain for a nonlinearity (torch.nn.init.calculate_gain)."""
+    if nonlinearity in ("linear", "sigmoid", "identity") or nonlinearity.startswith("conv"):
+        return 1.0
+    if nonlinearity == "tanh":
+        return 5.0 / 3
+    if nonlinearity == "relu":
+        return math.sqrt(2.0)
+    if nonlinearity == "leaky_relu":
+        slope = 0.01 if param is None else float(param)
+        return math.sqrt(2.0 / (1 + slope**2))
+    if nonlinearity == "selu":
+        return 3.0 / 4
+    raise OpError(f"unsupported nonlinearity {nonlinearity!r}")
+
+
+def _in_place(arr: np.ndarray) -> bool:
+    """Whether the generator can draw straight into ``arr`` (contiguous float32/float64): no
+    float64 temporary, about 4x faster for the 124M weights of GPT-2."""
+    return arr.dtype in (np.float32, np.float64) and arr.flags.c_contiguous and arr.size > 0
+
+
+def uniform_(x: Any, a: float = 0.0, b: float = 1.0) -> Any:
+    """Fill with U(a, b)."""
+    arr = _target(x)
+    if not _in_place(arr):
+        return _fill(x, generator().uniform(a, b, size=arr.shape))
+    generator().random(dtype=arr.dtype, out=arr)
+    arr *= b - a
+    arr += a
+    return x
+
+
+def normal_(x: Any, mean: float = 0.0, std: float = 1.0) -> Any:
+    """Fill with N(mean, std²)."""
+    arr = _target(x)
+    if not _in_place(arr):
+        return _fill(x, generator().normal(mean, std, size=arr.shape))
+    generator().standard_normal(dtype=arr.dtype, out=arr)
+    arr *= std
+    arr += mean
+    return x
+
+
+def constant_(x: Any, value: float) -> Any:
+    """Fill with a constant."""
+    return _fill(x, np.full(_target(x).shape, value))
+
+
+def zeros_(x: Any) -> Any:
+    """Fill with zeros."""
+    return constant_(x, 0.0)
+
+
+def ones_(x: Any) -> Any:
+    """Fill with ones."""
+    return constant_(x, 1.0)
+
+
+def _fan(shape: Sequence[int], mode: str) -> int:
+    fan_in, fan_out = calculate_fan_in_and_fan_out(shape)
+    if mode not in ("fan_in", "fan_out"):
+        raise OpError(f"mode must be 'fan_in' or 'fan_out', got {mode!r}")
+    return fan_in if mode == "fan_in" else fan_out
+
+
+def kaiming_uniform_(x: Any, a: float = 0.0, mode: str = "fan_in",
+                     nonlinearity: str = "leaky_relu") -> Any:
+    """He uniform: U(±gain·sqrt(3/fan)). ``a=sqrt(5)`` gives Linear/Conv's U(±1/sqrt(fan_in))."""
+    shape = _target(x).shape
+    std = calculate_gain(nonlinearity, a) / math.sqrt(_fan(shape, mode))
+    bound = math.sqrt(3.0) * std
+    return uniform_(x, -bound, bound)
+
+
+def kaiming_normal_(x: Any, a: float = 0.0, mode: str = "fan_in",
+                    nonlinearity: str = "leaky_relu") -> Any:
+    """He normal: N(0, gain²/fan)."""
+    shape = _target(x).shape
+    return normal_(x, 0.0, calculate_gain(nonlinearity, a) / math.sqrt(_fan(shape, mode)))
+
+
+def xavier_uniform_(x: Any, gain: float = 1.0) -> Any:
+    """Glorot uniform: U(±gain·sqrt(6/(fan_in+fan_out)))."""
+    fan_in, fan_out = calculate_fan_in_and_fan_out(_target(x).shape)
+    bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
+    return uniform_(x, -bound, bound)
+
+
+def xavier_normal_(x: Any, gain: float = 1.0) -> Any:
+    """Glorot normal: N(0, gain²·2/(fan_in+fan_out))."""
+    fan_in, fan_out = calculate_fan_in_and_fan_out(_target(x).shape)
+    return normal_(x, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)))
+
+
+def empty(*shape: int, dtype: Any = np.float32) -> np.ndarray:
+    """A zero-filled array to be initialised (NumPy has no uninitialised allocation we want)."""
+    return np.zeros(shape, dtype=dtype)

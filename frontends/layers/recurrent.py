@@ -1,0 +1,193 @@
+"""Recurrent layers: RNN, LSTM and GRU, unrolled over a static sequence length.
+
+Parameters and gate order follow PyTorch (``weight_ih_l{k}``, ``weight_hh_l{k}``,
+``bias_ih_l{k}``, ``bias_hh_l{k}``, suffix ``_reverse`` for the backward direction; LSTM gates
+i, f, g, o and GRU gates r, z, n), all initialised U(±1/sqrt(hidden_size)). Inputs are
+(L, N, H_in), or (N, L, H_in) with ``batch_first``; L must be static since the loop is unrolled.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from lbdl_graph import ops
+from lbdl_graph.errors import ShapeError
+
+from .. import functional as F
+from .. import init
+from ..module import Module
+from ..parameter import Parameter
+from ..tensor import Tensor, as_tensor, error
+from ._util import check_int, check_prob, layer_error
+
+__all__ = ["GRU", "LSTM", "RNN"]
+
+State = Tensor | tuple[Tensor, Tensor]
+
+
+class _RNNBase(Module):
+    _gates = 1
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False) -> None:
+        super().__init__()
+        name = type(self).__name__
+        self.input_size = check_int(name, "input_size", input_size)
+        self.hidden_size = check_int(name, "hidden_size", hidden_size)
+        self.num_layers = check_int(name, "num_layers", num_layers)
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.dropout = check_prob(name, "dropout", dropout)
+        self.bidirectional = bool(bidirectional)
+        dirs = 2 if bidirectional else 1
+        g, h = self._gates * self.hidden_size, self.hidden_size
+        for layer in range(self.num_layers):
+            width = self.input_size if layer == 0 else h * dirs
+            for sfx in ["", "_reverse"][:dirs]:
+                setattr(self, f"weight_ih_l{layer}{sfx}", Parameter(init.empty(g, width)))
+                setattr(self, f"weight_hh_l{layer}{sfx}", Parameter(init.empty(g, h)))
+                if self.bias:
+                    setattr(self, f"bias_ih_l{layer}{sfx}", Parameter(init.empty(g)))
+                    setattr(self, f"bias_hh_l{layer}{sfx}", Parameter(init.empty(g)))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """U(±1/sqrt(hidden_size)) for every weight and bias, in registration order."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for p in self.parameters():
+            init.uniform_(p, -bound, bound)
+
+    def _cell(self, x_proj: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None) -> State:
+        raise NotImplementedError
+
+    def _zeros(self, x: Tensor) -> Tensor:
+        """An (N, hidden) zero state, N possibly symbolic."""
+        col = Tensor(ops.full_like(x[:, :1].value, value=0.0))
+        return col.expand(col.shape[0], self.hidden_size)
+
+    def _initial(self, hx: Any, x0: Tensor, index: int) -> State:
+        if hx is None:
+            return self._zeros(x0)
+        return as_tensor(hx)[index]
+
+    def _run_direction(self, xs: list[Tensor], state: State, layer: int, sfx: str
+                       ) -> tuple[list[Tensor], State]:
+        w_ih = getattr(self, f"weight_ih_l{layer}{sfx}")
+        w_hh = getattr(self, f"weight_hh_l{layer}{sfx}")
+        b_ih = getattr(self, f"bias_ih_l{layer}{sfx}") if self.bias else None
+        b_hh = getattr(self, f"bias_hh_l{layer}{sfx}") if self.bias else None
+        # the input projection of every step in one matmul, then one slice per step
+        proj = F.linear(F.stack(xs), w_ih, b_ih)
+        steps = range(len(xs) - 1, -1, -1) if sfx else range(len(xs))
+        outs: list[Tensor | None] = [None] * len(xs)
+        for t in steps:
+            state = self._cell(proj[t], state, w_hh, b_hh)
+            outs[t] = state[0] if isinstance(state, tuple) else state
+        return [o for o in outs if o is not None], state
+
+    def forward(self, x: Tensor, hx: Any = None) -> tuple[Tensor, Any]:
+        """Run the sequence; returns ``(output, h_n)`` (LSTM: ``(output, (h_n, c_n))``)."""
+        t = as_tensor(x)
+        name = type(self).__name__
+        if t.ndim != 3 or (isinstance(t.shape[2], int) and t.shape[2] != self.input_size):
+            layout = "(N, L, H_in)" if self.batch_first else "(L, N, H_in)"
+            raise error(ShapeError, f"{name}: input must be {layout} with H_in={self.input_size}, "
+                        f"got {t.type}")
+        if self.batch_first:
+            t = t.transpose(0, 1)
+        length = t.shape[0]
+        if not isinstance(length, int):
+            raise error(ShapeError, f"{name}: the sequence length must be static to unroll the "
+                        f"loop, got {t.type}")
+        xs = [t[i] for i in range(length)]
+        dirs = ["", "_reverse"] if self.bidirectional else [""]
+        h0, c0 = (hx if isinstance(hx, tuple | list) else (hx, None))
+        finals_h: list[Tensor] = []
+        finals_c: list[Tensor] = []
+        for layer in range(self.num_layers):
+            outs_per_dir = []
+            for d, sfx in enumerate(dirs):
+                i = layer * len(dirs) + d
+                state: State = self._initial(h0, xs[0], i)
+                if self._gates == 4:
+                    state = (state, self._initial(c0, xs[0], i))
+                outs, state = self._run_direction(xs, state, layer, sfx)
+                outs_per_dir.append(outs)
+                if isinstance(state, tuple):
+                    finals_h.append(state[0])
+                    finals_c.append(state[1])
+                else:
+                    finals_h.append(state)
+            xs = [F.cat(list(step), -1) if len(step) > 1 else step[0]
+                  for step in zip(*outs_per_dir, strict=True)]
+            if layer < self.num_layers - 1 and self.dropout > 0.0:
+                xs = [F.dropout(s, self.dropout, self.training) for s in xs]
+        out = F.stack(xs)
+        if self.batch_first:
+            out = out.transpose(0, 1)
+        h_n = F.stack(finals_h)
+        return (out, (h_n, F.stack(finals_c))) if self._gates == 4 else (out, h_n)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if self.batch_first:
+            s += ", batch_first=True"
+        if self.bidirectional:
+            s += ", bidirectional=True"
+        return s
+
+
+def _hidden(h: Tensor, w_hh: Tensor, b_hh: Tensor | None) -> Tensor:
+    return F.linear(h, w_hh, b_hh)
+
+
+class RNN(_RNNBase):
+    """Elman RNN: ``h' = tanh(x W_ih^T + b_ih + h W_hh^T + b_hh)`` (or relu)."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
+                 dropout: float = 0.0, bidirectional: bool = False) -> None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise layer_error("RNN", f"nonlinearity must be 'tanh' or 'relu', got "
+                              f"{nonlinearity!r}")
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional)
+        self.nonlinearity = nonlinearity
+
+    def _cell(self, x_proj: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None) -> State:
+        assert not isinstance(state, tuple)
+        pre = x_proj + _hidden(state, w_hh, b_hh)
+        return pre.tanh() if self.nonlinearity == "tanh" else pre.relu()
+
+
+class LSTM(_RNNBase):
+    """Long short-term memory; gates i, f, g, o stacked in that order."""
+
+    _gates = 4
+
+    def _cell(self, x_proj: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None) -> State:
+        assert isinstance(state, tuple)
+        h, c = state
+        i, f, g, o = (x_proj + _hidden(h, w_hh, b_hh)).chunk(4, -1)
+        c = f.sigmoid() * c + i.sigmoid() * g.tanh()
+        return o.sigmoid() * c.tanh(), c
+
+
+class GRU(_RNNBase):
+    """Gated recurrent unit; gates r, z, n stacked in that order (PyTorch's formulation, with
+    the reset gate applied after the hidden projection)."""
+
+    _gates = 3
+
+    def _cell(self, x_proj: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None) -> State:
+        assert not isinstance(state, tuple)
+        xr, xz, xn = x_proj.chunk(3, -1)
+        hr, hz, hn = _hidden(state, w_hh, b_hh).chunk(3, -1)
+        r = (xr + hr).sigmoid()
+        z = (xz + hz).sigmoid()
+        n = (xn + r * hn).tanh()
+        return n + z * (state - n)
