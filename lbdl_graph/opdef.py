@@ -191,8 +191,12 @@ class OpDef:
     def infer_types(
         self, input_types: Sequence[TensorType | None], attrs: Mapping[str, Any]
     ) -> tuple[TensorType, ...]:
-        """Apply the shape/dtype rule; always returns a tuple."""
-        out = self.infer(*input_types, **attrs)
+        """Apply the shape/dtype rule (omitted trailing optional inputs are passed as None);
+        always returns a tuple."""
+        types = list(input_types)
+        if not self.variadic:
+            types += [None] * (len(self.inputs) - len(types))
+        out = self.infer(*types, **attrs)
         return out if isinstance(out, tuple) else (out,)
 
     def __call__(self, *inputs: Value | None, name: str | None = None, **attrs: Any) -> Any:

@@ -202,13 +202,16 @@ def _eval_attr(node: ast.AST) -> Any:
             raise ValueError("tensor(...) takes a type and data")
         if isinstance(node.args[1], ast.Constant) and node.args[1].value is Ellipsis:
             raise ValueError("an elided tensor (printed with max_elems) cannot be parsed")
-        ttype = parse_type(ast.unparse(node.args[0]))
+        arg = node.args[0]
+        ttype = parse_type(arg.value if isinstance(arg, ast.Constant) else ast.unparse(arg))
         data = np.array(_eval_attr(node.args[1]), dtype=ttype.dtype.numpy)
         return data.reshape([int(d) for d in ttype.shape])
     raise ValueError(f"unsupported attribute syntax {ast.unparse(node)!r}")
 
 
 def _parse_attrs(text: str) -> dict[str, Any]:
+    # a scalar's type `f32[]` is no Python expression: read it as the string "f32[]"
+    text = re.sub(r"\btensor\(\s*([A-Za-z0-9_]+\[\])", r'tensor("\1"', text)
     call = ast.parse(f"f({text})", mode="eval").body
     assert isinstance(call, ast.Call)
     if call.args:
