@@ -84,7 +84,8 @@ def _outputs(out: Any) -> dict[str, Value]:
 
 
 def trace(model: Module | Callable[..., Any], inputs: Mapping[str, Any] | Sequence[Any], *,
-          name: str | None = None, training: bool | None = None) -> Graph:
+          name: str | None = None, training: bool | None = None,
+          module: Module | None = None) -> Graph:
     """Trace ``model`` (a Module or a function of Tensors) into a verified :class:`Graph`.
 
     Args:
@@ -95,6 +96,8 @@ def trace(model: Module | Callable[..., Any], inputs: Mapping[str, Any] | Sequen
         name: the graph name (default: the model's class name).
         training: trace in training (True) or eval (False) mode; None keeps the model's mode.
             The model's own modes are restored afterwards.
+        module: when ``model`` is a plain function (e.g. a model followed by its loss), the
+            module whose parameters and sub-module paths name the graph's parameters and nodes.
 
     Returns:
         The graph; outputs are named ``output`` (one tensor), ``output0..`` (a tuple, nested
@@ -102,16 +105,17 @@ def trace(model: Module | Callable[..., Any], inputs: Mapping[str, Any] | Sequen
         dict, followed by the ``<buffer>:next`` state updates.
     """
     is_module = isinstance(model, Module)
+    root = model if isinstance(model, Module) else module
     gname = name or (type(model).__name__ if is_module else getattr(model, "__name__", "graph"))
     b = GraphBuilder(gname)
     st = state_for(b)
     saved: list[tuple[Module, bool]] = []
-    if is_module:
-        st.module_paths = {id(m): p for p, m in model.named_modules()}
+    if root is not None:
+        st.module_paths = {id(m): p for p, m in root.named_modules()}
         if training is not None:
-            saved = [(m, m.training) for m in model.modules()]
-            model.train(training)
-        is_training = model.training
+            saved = [(m, m.training) for m in root.modules()]
+            root.train(training)
+        is_training = root.training
     else:
         is_training = bool(training)
     try:
@@ -128,11 +132,11 @@ def trace(model: Module | Callable[..., Any], inputs: Mapping[str, Any] | Sequen
                 args = [Tensor(b.input(s.name or n, s.dtype, shape_of(s.shape)))
                         for s, n in zip(lst, names, strict=True)]
                 kwargs = {}
-            if is_module:
-                for pname, p in model.named_parameters():
+            if root is not None:
+                for pname, p in root.named_parameters():
                     st.names[id(p)] = pname
                     st.declare(p, pname, trainable=p.requires_grad)
-                for bname, buf in model.named_buffers():
+                for bname, buf in root.named_buffers():
                     st.names[id(buf)] = bname
                     st.declare(buf, bname, trainable=False)
             out = model(*args, **kwargs)

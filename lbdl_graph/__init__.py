@@ -34,6 +34,19 @@ from .verify import verify
 
 __version__ = "0.1.0"
 
+# The user-facing DSL lives in lbdl_graph.frontends; these names are forwarded lazily so that
+# `lbdl_graph.trace(...)` works while the IR modules never import the frontends at import time.
+_FRONTEND_NAMES = frozenset({"Tensor", "Module", "Parameter", "Buffer", "InputSpec", "trace",
+                             "manual_seed", "nn", "functional", "F", "zoo", "fit"})
+
+
+def __getattr__(name: str) -> object:
+    if name in _FRONTEND_NAMES:
+        import importlib
+
+        return getattr(importlib.import_module("lbdl_graph.frontends"), name)
+    raise AttributeError(f"module 'lbdl_graph' has no attribute {name!r}")
+
 __all__ = [
     "OPS",
     "Attr",

@@ -3,5 +3,7 @@
 from __future__ import annotations
 
 from .checkpoint import load_checkpoint, save_checkpoint
+from .trainer import LOSSES, METRICS, History, compile_training, evaluate, fit
 
-__all__ = ["load_checkpoint", "save_checkpoint"]
+__all__ = ["LOSSES", "METRICS", "History", "compile_training", "evaluate", "fit",
+           "load_checkpoint", "save_checkpoint"]

@@ -1,0 +1,280 @@
+"""``fit``: train a Module with a compiled training step on the NumPy or ONNX Runtime backend.
+
+The model and its loss are traced once into a forward graph, compiled into a single training
+step graph (forward, loss, backward, clipping, optimizer update, batch-norm statistics, RNG),
+and that graph runs for every batch; the state (parameters, optimizer slots, step counter)
+stays inside the runner. Validation uses an eval-mode graph fed with the current state.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lbdl_graph.errors import InputError, NumericError
+from lbdl_graph.graph import Graph
+from lbdl_graph.passes.optim import Adam, Optimizer
+from lbdl_graph.passes.train_step import TrainStep, make_train_step, params_to_inputs
+
+from .. import functional as F
+from ..module import Module
+from ..tensor import Tensor
+from ..trace import InputSpec, trace
+from .checkpoint import load_checkpoint, save_checkpoint
+from .runners import make_eval_runner, make_step_runner
+
+__all__ = ["LOSSES", "METRICS", "History", "compile_training", "evaluate", "fit"]
+
+LossFn = Callable[[Any, Tensor], Tensor]
+
+
+def _ce(out: Tensor, y: Tensor) -> Tensor:
+    if out.ndim > 2:  # (N, T, C) sequence logits with (N, T) targets
+        return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+    return F.cross_entropy(out, y)
+
+
+LOSSES: dict[str, LossFn] = {
+    "cross_entropy": _ce,
+    "mse": lambda out, y: F.mse_loss(out, y),
+    "bce": lambda out, y: F.binary_cross_entropy_with_logits(out, y),
+}
+
+
+def _accuracy(out: Tensor, y: Tensor) -> Tensor:
+    return (out.argmax(-1) == y).float().mean()
+
+
+METRICS: dict[str, LossFn] = {"accuracy": _accuracy}
+
+
+@dataclass
+class History:
+    """Per-epoch figures: ``history["loss"]``, ``history["val_accuracy"]``, ..."""
+
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int | None = None
+    stopped_early: bool = False
+
+    def __getitem__(self, key: str) -> list[float]:
+        return [e[key] for e in self.epochs if key in e]
+
+    def keys(self) -> list[str]:
+        """Every recorded figure name."""
+        return sorted({k for e in self.epochs for k in e})
+
+
+def _as_inputs(x: Any) -> dict[str, np.ndarray]:
+    if isinstance(x, Mapping):
+        return {k: np.asarray(v) for k, v in x.items()}
+    return {"x": np.asarray(x)}
+
+
+def _specs(data: Mapping[str, np.ndarray]) -> dict[str, InputSpec]:
+    return {k: InputSpec(("N", *v.shape[1:]), v.dtype, k) for k, v in data.items()}
+
+
+def _loss_fn(loss: str | LossFn) -> LossFn:
+    if callable(loss):
+        return loss
+    if loss not in LOSSES:
+        raise InputError(f"unknown loss {loss!r}; use one of {sorted(LOSSES)} or a callable")
+    return LOSSES[loss]
+
+
+def _metric_fns(metrics: Sequence[str | tuple[str, LossFn]]) -> dict[str, LossFn]:
+    out: dict[str, LossFn] = {}
+    for m in metrics:
+        if isinstance(m, tuple):
+            out[m[0]] = m[1]
+        elif m in METRICS:
+            out[m] = METRICS[m]
+        else:
+            raise InputError(f"unknown metric {m!r}; use one of {sorted(METRICS)} or (name, fn)")
+    return out
+
+
+def trace_loss(model: Module, inputs: Mapping[str, InputSpec], target: InputSpec | None,
+               loss: str | LossFn, metrics: Mapping[str, LossFn], *, training: bool) -> Graph:
+    """Trace ``model`` followed by its loss and metrics into one graph (outputs loss, metrics)."""
+    lfn = _loss_fn(loss)
+    names = list(inputs)
+
+    def with_loss(**kw: Tensor) -> dict[str, Tensor]:
+        y = kw.pop("y") if target is not None else None
+        out = model(*(kw[n] for n in names)) if len(names) > 1 else model(kw[names[0]])
+        target_t = y if y is not None else kw[names[0]]  # no target: reconstruct the input
+        res = {"loss": lfn(out, target_t)}
+        res.update((k, f(out, target_t)) for k, f in metrics.items())
+        return res
+
+    specs: dict[str, InputSpec] = dict(inputs)
+    if target is not None:
+        specs["y"] = target
+    return trace(with_loss, specs, name=type(model).__name__, training=training, module=model)
+
+
+def compile_training(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_entropy",
+                     metrics: Sequence[str | tuple[str, LossFn]] = (),
+                     optimizer: Optimizer | None = None, clip_grad_norm: float | None = None,
+                     seed: int = 0) -> tuple[TrainStep, Graph]:
+    """The compiled training step and the eval graph (params as inputs) for ``model``."""
+    data = _as_inputs(x)
+    target = InputSpec(("N", *np.shape(y)[1:]), np.asarray(y).dtype, "y") if y is not None else None
+    mfns = _metric_fns(metrics)
+    fwd = trace_loss(model, _specs(data), target, loss, mfns, training=True)
+    step = make_train_step(fwd, optimizer or Adam(), clip_grad_norm=clip_grad_norm, seed=seed)
+    ev = trace_loss(model, _specs(data), target, loss, mfns, training=False)
+    ev = params_to_inputs(ev, [p.name for p in ev.params if p.name in step.info.state])
+    return step, ev
+
+
+def _batches(n: int, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def evaluate(runner: Any, data: Mapping[str, np.ndarray], state: Mapping[str, np.ndarray],
+             batch_size: int) -> dict[str, float]:
+    """Average loss and metrics of the eval graph over ``data`` (weighted by batch size)."""
+    n = len(next(iter(data.values())))
+    wanted = set(runner.input_names)
+    params = {k: v for k, v in state.items() if k in wanted}
+    totals: dict[str, float] = {}
+    for idx in _batches(n, batch_size, None):
+        out = runner.run({**{k: v[idx] for k, v in data.items()}, **params})
+        for k, v in out.items():
+            totals[k] = totals.get(k, 0.0) + float(v) * len(idx)
+    return {k: v / n for k, v in totals.items()}
+
+
+def fit(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_entropy",
+        metrics: Sequence[str | tuple[str, LossFn]] = (), optimizer: Optimizer | None = None,
+        epochs: int = 1, batch_size: int = 32, validation_split: float = 0.0,
+        validation_data: tuple[Any, Any] | None = None, shuffle: bool = True, seed: int = 0,
+        early_stopping: int | None = None, monitor: str = "val_loss",
+        backend: str = "numpy", clip_grad_norm: float | None = None,
+        progress: bool | None = None, checkpoint: str | Path | None = None,
+        resume: str | Path | None = None, max_steps: int | None = None) -> History:
+    """Train ``model`` on ``x`` (an array or a dict of named arrays) and targets ``y``.
+
+    ``y=None`` trains a reconstruction (autoencoder) on the first input. ``early_stopping=k``
+    stops after k epochs without improvement of ``monitor`` and restores the best weights.
+    ``checkpoint`` is written after every epoch (atomically); ``resume`` continues from one.
+    The trained parameters and buffers are loaded back into ``model``. Returns the History.
+    """
+    if epochs < 1 or batch_size < 1:
+        raise InputError(f"epochs and batch_size must be >= 1 (got {epochs}, {batch_size})")
+    data = _as_inputs(x)
+    if y is not None:
+        data["y"] = np.asarray(y)
+    n = {len(v) for v in data.values()}
+    if len(n) != 1:
+        lengths = {k: len(v) for k, v in data.items()}
+        raise InputError(f"inputs and targets differ in length: {lengths}")
+    total = n.pop()
+    rng = np.random.default_rng(seed)
+    val: dict[str, np.ndarray] | None = None
+    if validation_data is not None:
+        val = _as_inputs(validation_data[0])
+        if validation_data[1] is not None:
+            val["y"] = np.asarray(validation_data[1])
+    elif validation_split > 0:
+        if not 0 < validation_split < 1:
+            raise InputError(f"validation_split must be in (0, 1), got {validation_split}")
+        perm = rng.permutation(total)
+        n_val = max(1, round(total * validation_split))
+        val = {k: v[perm[:n_val]] for k, v in data.items()}
+        data = {k: v[perm[n_val:]] for k, v in data.items()}
+        total -= n_val
+    xs = {k: v for k, v in data.items() if k != "y"}
+    step, ev = compile_training(model, xs, data.get("y"), loss=loss, metrics=metrics,
+                                optimizer=optimizer, clip_grad_norm=clip_grad_norm, seed=seed)
+    runner = make_step_runner(step, backend)
+    ev_runner = make_eval_runner(ev, backend)
+    history = History()
+    start_epoch = 0
+    if resume is not None:
+        state, meta = load_checkpoint(resume)
+        runner.load_state(state)
+        start_epoch = int(meta.get("epoch", 0))
+        history.epochs = list(meta.get("history", []))
+    best: tuple[float, dict[str, np.ndarray]] | None = None
+    bad_epochs = 0
+    steps_done = 0
+    show = sys.stderr.isatty() if progress is None else progress
+    for epoch in range(start_epoch, epochs):
+        order_rng = np.random.default_rng([seed, epoch]) if shuffle else None
+        batches = _batches(total, batch_size, order_rng)
+        sums: dict[str, float] = {}
+        seen = 0
+        t0 = time.perf_counter()
+        bar = _progress(len(batches), epoch, epochs, show)
+        for idx in batches:
+            out = runner.step({k: v[idx] for k, v in data.items()})
+            lv = float(out[step.info.loss])
+            if not math.isfinite(lv):
+                raise NumericError(f"loss became {lv} at epoch {epoch + 1}; run the step graph "
+                                   "with check_numerics=True to find the first bad node")
+            for k in (step.info.loss, *step.info.metrics):
+                sums[k] = sums.get(k, 0.0) + float(out[k]) * len(idx)
+            steps_done += 1
+            seen += len(idx)
+            if bar is not None:
+                bar.update(1)
+                shown = {k: f"{float(out[k]):.4f}" for k in step.info.metrics if k != "lr"}
+                bar.set_postfix(loss=f"{lv:.4f}", **shown, refresh=False)
+            if max_steps is not None and steps_done >= max_steps:
+                break
+        if bar is not None:
+            bar.close()
+        record = {k: v / max(seen, 1) for k, v in sums.items() if k != "lr"}
+        record["epoch"] = epoch + 1
+        record["seconds"] = time.perf_counter() - t0
+        if val is not None:
+            record.update({f"val_{k}": v for k, v in
+                           evaluate(ev_runner, val, runner.state(), batch_size).items()})
+        history.epochs.append(record)
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, runner.state(), {"epoch": epoch + 1,
+                                                         "history": history.epochs})
+        if early_stopping is not None:
+            if monitor not in record:
+                raise InputError(f"cannot monitor {monitor!r}; recorded: {sorted(record)}")
+            score = record[monitor]
+            better = best is None or (score > best[0] if "acc" in monitor else score < best[0])
+            if better:
+                best, bad_epochs = (score, runner.state()), 0
+                history.best_epoch = epoch + 1
+            else:
+                bad_epochs += 1
+                if bad_epochs >= early_stopping:
+                    history.stopped_early = True
+                    break
+        if max_steps is not None and steps_done >= max_steps:
+            break
+    final = best[1] if (early_stopping is not None and best is not None) else runner.state()
+    _load_into(model, final)
+    return history
+
+
+def _load_into(model: Module, state: Mapping[str, np.ndarray]) -> None:
+    own = model.state_dict()
+    model.load_state_dict({k: state.get(k, v) for k, v in own.items()})
+
+
+def _progress(total: int, epoch: int, epochs: int, show: bool) -> Any:
+    if not show:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return None
+    return tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="step", leave=True)
