@@ -42,7 +42,7 @@ def test_flipped_byte_fails_checksum(tmp_path: Path) -> None:
 def test_truncated_file(tmp_path: Path, keep: int) -> None:
     p = save_checkpoint(tmp_path / "ck.safetensors", STATE)
     data = p.read_bytes()
-    p.write_bytes(data[:keep] if keep >= 0 else data[:keep])
+    p.write_bytes(data[:keep])
     with pytest.raises(CheckpointError):
         load_checkpoint(p)
 
