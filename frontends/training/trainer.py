@@ -218,11 +218,13 @@ def fit(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_ent
         t0 = time.perf_counter()
         bar = _progress(len(batches), epoch, epochs, show)
         for idx in batches:
-            out = runner.step({k: v[idx] for k, v in data.items()})
+            batch = {k: v[idx] for k, v in data.items()}
+            before = runner.state() if backend == "numpy" else None  # cheap: no copies
+            out = runner.step(batch)
             lv = float(out[step.info.loss])
             if not math.isfinite(lv):
-                raise NumericError(f"loss became {lv} at epoch {epoch + 1}; run the step graph "
-                                   "with check_numerics=True to find the first bad node")
+                raise _first_bad_node(step, batch, before if before is not None
+                                      else runner.state(), lv, epoch)
             for k in (step.info.loss, *step.info.metrics):
                 sums[k] = sums.get(k, 0.0) + float(out[k]) * len(idx)
             steps_done += 1
@@ -263,6 +265,19 @@ def fit(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_ent
     final = best[1] if (early_stopping is not None and best is not None) else runner.state()
     _load_into(model, final)
     return history
+
+
+def _first_bad_node(step: TrainStep, batch: Mapping[str, np.ndarray],
+                    state: Mapping[str, np.ndarray], loss: float, epoch: int) -> NumericError:
+    """Replay the step on NumPy with NaN/Inf checks to name the first node that produced one."""
+    from lbdl_graph.backends.numpy import Interpreter
+
+    msg = f"loss became {loss} at epoch {epoch + 1}"
+    try:
+        Interpreter(step.graph, check_numerics=True).run({**batch, **state})
+    except NumericError as e:
+        return NumericError(f"{msg}: {e.message}", node=e.node, op=e.op, source=e.source)
+    return NumericError(f"{msg} (the NumPy replay of the step stayed finite)")
 
 
 def _load_into(model: Module, state: Mapping[str, np.ndarray]) -> None:

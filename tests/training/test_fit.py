@@ -130,3 +130,21 @@ def test_bad_arguments() -> None:
         fit(nn.Linear(2, 2), x, np.zeros(8, np.int64), backend="tpu", progress=False)
     with pytest.raises(InputError, match="epochs"):
         fit(nn.Linear(2, 2), x, np.zeros(8, np.int64), epochs=0, progress=False)
+
+
+def test_nan_names_the_first_node_and_user_line() -> None:
+    class Bad(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(2, 2)
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            return self.fc(x).sqrt()  # negative pre-activations give NaN here
+
+    manual_seed(0)
+    x = -np.ones((8, 2), np.float32)
+    from lbdl_graph.errors import NumericError
+
+    with pytest.raises(NumericError) as info:
+        fit(Bad(), x, np.zeros(8, np.int64), epochs=1, batch_size=8, progress=False)
+    assert "sqrt" in (info.value.op or "") and "test_fit.py" in str(info.value)
