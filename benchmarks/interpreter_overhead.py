@@ -13,9 +13,9 @@ import json
 import time
 
 import numpy as np
-from lbdl_graph.backends.numpy import Interpreter
 
 from lbdl_graph import GraphBuilder, ops
+from lbdl_graph.backends.numpy import Interpreter
 
 
 def build_chain(n: int):  # type: ignore[no-untyped-def]

@@ -47,7 +47,7 @@ class NumpyStepRunner:
         """The current state (host arrays)."""
         return dict(self._state)
 
-    def load_state(self, state: Mapping[str, np.ndarray]) -> None:
+    def set_state(self, state: Mapping[str, np.ndarray]) -> None:
         """Replace the state (e.g. from a checkpoint); names, shapes and dtypes must match."""
         for s in self.state_names:
             if s not in state:

@@ -21,14 +21,14 @@ def _check(backend: str) -> None:
 
 
 def make_step_runner(step: TrainStep, backend: str = "numpy", **options: Any) -> Any:
-    """A runner with ``step(batch) -> outputs``, ``state()`` and ``load_state(state)``."""
+    """A runner with ``step(batch) -> outputs``, ``state()`` and ``set_state(state)``."""
     _check(backend)
     if backend == "numpy":
         return NumpyStepRunner(step.graph, step.info.state, step.initial_state, **options)
-    from lbdl_graph.backends.onnx.runner import OrtStatefulRunner
+    from lbdl_graph.backends.onnx.stateful import OrtStatefulRunner
 
     return OrtStatefulRunner(step.graph, {s: f"{s}:next" for s in step.info.state},
-                             step.initial_state, **options)
+                             init=step.initial_state, **options)
 
 
 class _NumpyEval:

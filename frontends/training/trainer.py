@@ -203,7 +203,7 @@ def fit(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_ent
     start_epoch = 0
     if resume is not None:
         state, meta = load_checkpoint(resume)
-        runner.load_state(state)
+        runner.set_state(state)
         start_epoch = int(meta.get("epoch", 0))
         history.epochs = list(meta.get("history", []))
     best: tuple[float, dict[str, np.ndarray]] | None = None

@@ -79,7 +79,7 @@ def test_schedule_and_clipping_metrics() -> None:
 def _run(ts, steps: int, start=None):  # type: ignore[no-untyped-def]
     runner = NumpyStepRunner(ts.graph, ts.info.state, ts.initial_state)
     if start is not None:
-        runner.load_state(start)
+        runner.set_state(start)
     losses = [float(runner.step({"x": X, "y": Y})["loss"]) for _ in range(steps)]
     return runner, losses
 

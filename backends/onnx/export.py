@@ -1,0 +1,271 @@
+"""Export a graph to ONNX, and save / load ONNX files safely.
+
+:func:`to_onnx` lowers every node through :data:`~lbdl_graph.backends.onnx.lowering.LOWERINGS`.
+ONNX node names are the IR node names (helper nodes get ``<ir name>/<OpType>``), each node's
+``doc_string`` is the user's source line (a relative path) and its ``metadata_props`` name the IR
+node and op, so errors raised by ONNX Runtime can be mapped back to the user's code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import GraphProto, ModelProto, TensorProto, external_data_helper, helper, numpy_helper
+
+from lbdl_graph import __version__
+from lbdl_graph.errors import LbdlError, OnnxError
+from lbdl_graph.graph import Graph, Node, Value
+from lbdl_graph.verify import verify
+
+from .lowering import LoweringContext, onnx_dtype
+
+__all__ = ["DEFAULT_OPSET", "MAX_IR_VERSION", "OPSETS", "Exported", "export_graph",
+           "load_onnx_model", "save_onnx", "to_onnx"]
+
+DEFAULT_OPSET = 21
+OPSETS = range(17, 27)
+MAX_IR_VERSION = 13  # the newest IR ONNX Runtime 1.31 loads; onnx 1.23 writes 14 by default
+EXTERNAL_THRESHOLD = 100 * 2**20  # bytes of weights above which save_onnx goes external
+_PROTO_LIMIT = 2**31 - 1
+_MIN_OPSET = {"int4": 21, "uint4": 21, "float8_e4m3fn": 19}  # first opset with the type
+
+
+@dataclass(frozen=True)
+class Exported:
+    """An exported model and the map from its ONNX node names to the IR nodes they came from."""
+
+    model: ModelProto
+    node_map: Mapping[str, Node]
+
+
+def _value_info(v: Value) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(v.name, onnx_dtype(v.type.dtype), list(v.type.shape))
+
+
+def _metadata_json(metadata: Mapping[str, Any]) -> str:
+    """The JSON-serialisable part of the graph metadata."""
+    out: dict[str, Any] = {}
+    for k, v in metadata.items():
+        try:
+            json.dumps(v)
+        except (TypeError, ValueError):
+            continue
+        out[str(k)] = v
+    return json.dumps(out, sort_keys=True)
+
+
+def _check_dtypes(graph: Graph, opset: int) -> None:
+    """Element types the target opset cannot express raise a typed error up front."""
+    for v in graph.iter_values():
+        need = _MIN_OPSET.get(v.type.dtype.name, 0)
+        if opset < need:
+            n = graph.producer(v)
+            raise OnnxError(f"value %{v.name} has dtype {v.type.dtype.name}, which needs opset "
+                            f">= {need} (exporting to {opset})", node=n.name if n else None,
+                            op=n.op.name if n else None, source=n.source if n else None)
+
+
+def _ir_version(opset: int) -> int:
+    needed = helper.find_min_ir_version_for([helper.make_opsetid("", opset)], True)
+    return min(MAX_IR_VERSION, max(10, needed))  # IR 10: int4/uint4 and node metadata_props
+
+
+def export_graph(graph: Graph, *, opset: int = DEFAULT_OPSET, target: str = "ort",
+           training: bool = True, params_as_inputs: bool = False) -> Exported:
+    """Lower ``graph`` to ONNX; see :func:`to_onnx`. Also returns the ONNX -> IR node map."""
+    if opset not in OPSETS:
+        raise OnnxError(f"opset {opset} is not supported; use {OPSETS.start}..{OPSETS.stop - 1}")
+    if target not in ("ort", "portable"):
+        raise OnnxError(f"unknown target {target!r}; use 'ort' or 'portable'")
+    verify(graph)
+    _check_dtypes(graph, opset)
+    ctx = LoweringContext(opset, target, training=training)
+    ctx.reserve((v.name for v in graph.iter_values()), (n.name for n in graph.nodes))
+    for node in graph.nodes:
+        try:
+            ctx.lower(node, [v.name if v is not None else None for v in node.inputs],
+                      outputs=[v.name for v in node.outputs])
+        except LbdlError as e:
+            raise e.with_context(node=node.name, op=node.op.name, source=node.source) from None
+    inputs = [_value_info(v) for v in graph.inputs]
+    if params_as_inputs:  # an initializer that is also an input is an overridable default
+        inputs += [_value_info(p.value) for p in graph.params]
+    params = [numpy_helper.from_array(p.data, p.name) for p in graph.params]
+    outputs, seen = [], set()
+    for v in graph.outputs:
+        if v.name not in seen:
+            seen.add(v.name)
+            outputs.append(_value_info(v))
+    gp = helper.make_graph(ctx.nodes, graph.name, inputs, outputs,
+                           initializer=params + ctx.initializers)
+    opsets = [helper.make_opsetid("", opset),
+              *(helper.make_opsetid(d, v) for d, v in sorted(ctx.domains.items()))]
+    model = helper.make_model(
+        gp, opset_imports=opsets, ir_version=_ir_version(opset),
+        producer_name="lbdl-graph", producer_version=__version__,
+        doc_string=f"lbdl-graph export of graph '{graph.name}' (target {target})")
+    helper.set_model_props(model, {"lbdl.graph": graph.name, "lbdl.target": target,
+                                   "lbdl.metadata": _metadata_json(graph.metadata)})
+    return Exported(model, dict(ctx.node_map))
+
+
+def to_onnx(graph: Graph, *, opset: int = DEFAULT_OPSET, target: str = "ort",
+            training: bool = True, params_as_inputs: bool = False) -> ModelProto:
+    """Export ``graph`` as an ONNX model.
+
+    Args:
+        graph: a verified graph; parameters become initializers.
+        opset: default-domain opset, 17..26.
+        target: "ort" casts around dtypes ONNX Runtime's CPU provider has no kernel for;
+            "portable" emits each op as its plain ONNX equivalent.
+        training: when False, dropout is exported as Identity (evaluation mode).
+        params_as_inputs: also list the parameters as graph inputs (overridable defaults).
+    """
+    return export_graph(graph, opset=opset, target=target, training=training,
+                  params_as_inputs=params_as_inputs).model
+
+
+# ---------------------------------------------------------------- files
+
+
+def _graph_tensors(g: GraphProto) -> Iterator[TensorProto]:
+    yield from g.initializer
+    yield from (s.values for s in g.sparse_initializer)
+    for n in g.node:
+        for a in n.attribute:
+            if a.HasField("t"):
+                yield a.t
+            yield from a.tensors
+            if a.HasField("g"):
+                yield from _graph_tensors(a.g)
+            for sub in a.graphs:
+                yield from _graph_tensors(sub)
+
+
+def _weight_bytes(model: ModelProto) -> int:
+    return sum(len(t.raw_data) for t in _graph_tensors(model.graph))
+
+
+def save_onnx(graph_or_model: Graph | ModelProto, path: str | os.PathLike[str], *,
+              external_data: bool | None = None, **export_options: Any) -> Path:
+    """Write a model (a Graph is exported first with ``export_options``) atomically.
+
+    With ``external_data`` (default: when the weights exceed 100 MB) every tensor above 1 KiB
+    goes into ONE file ``<name>.data`` beside the model, in the model's directory. Both files are
+    written to a temporary directory there and renamed into place, model last, so an error never
+    leaves a half-written model. Returns the model path.
+    """
+    model = graph_or_model if isinstance(graph_or_model, ModelProto) else to_onnx(
+        graph_or_model, **export_options)
+    path = Path(path)
+    if path.is_dir():
+        raise OnnxError(f"cannot save ONNX model: {path} is a directory")
+    parent = path.parent
+    if not parent.is_dir():
+        raise OnnxError(f"cannot save ONNX model to {path}: directory {parent} does not exist")
+    external = external_data if external_data is not None else (
+        _weight_bytes(model) > EXTERNAL_THRESHOLD)
+    location = f"{path.name}.data"
+    tmp: str | None = None
+    try:
+        tmp = tempfile.mkdtemp(prefix=f".{path.name}.", dir=parent)
+        if external:
+            copy = ModelProto()
+            copy.CopyFrom(model)
+            external_data_helper.convert_model_to_external_data(
+                copy, all_tensors_to_one_file=True, location=location, size_threshold=1024,
+                convert_attribute=False)
+            external_data_helper.write_external_data_tensors(copy, tmp)
+            model = copy
+        if model.ByteSize() > _PROTO_LIMIT:
+            raise OnnxError(f"model {path.name} is over 2 GB; save it with external_data=True")
+        with open(os.path.join(tmp, path.name), "wb") as f:
+            f.write(model.SerializeToString())
+            f.flush()
+            os.fsync(f.fileno())
+        if external and os.path.exists(os.path.join(tmp, location)):
+            os.replace(os.path.join(tmp, location), parent / location)
+        os.replace(os.path.join(tmp, path.name), path)
+    except OSError as e:
+        raise OnnxError(f"cannot save ONNX model to {path}: {e.strerror or e}") from None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def _external_location(t: TensorProto, base: Path, model_name: str) -> None:
+    """Reject external data that would be read from outside the model's directory."""
+    info = {e.key: e.value for e in t.external_data}
+    loc = info.get("location", "")
+    parts = re.split(r"[\\/]", loc)
+    if not loc or os.path.isabs(loc) or loc.startswith(("/", "\\")) or _DRIVE.match(loc) \
+            or ".." in parts:
+        raise OnnxError(f"{model_name}: tensor '{t.name}' has external data at {loc!r}, outside "
+                        "the model's directory; refusing to read it")
+    root = base.resolve()
+    target = (base / loc).resolve()
+    if not target.is_relative_to(root):
+        raise OnnxError(f"{model_name}: external data {loc!r} of tensor '{t.name}' resolves to "
+                        f"{target}, outside the model's directory {root}")
+    if not target.is_file():
+        raise OnnxError(f"{model_name}: external data file {loc!r} of tensor '{t.name}' is "
+                        "missing")
+    end = int(info.get("offset", 0) or 0) + int(info.get("length", 0) or 0)
+    if target.stat().st_size < end:
+        raise OnnxError(f"{model_name}: external data file {loc!r} is truncated (tensor "
+                        f"'{t.name}' needs {end} bytes, the file has {target.stat().st_size})")
+
+
+def load_onnx_model(path: str | os.PathLike[str], *, load_external_data: bool = True,
+                    check: bool = True) -> ModelProto:
+    """Read an ONNX model (and its external data, which must lie in the model's directory).
+
+    Truncated or corrupted files and unsafe external-data locations raise
+    :class:`~lbdl_graph.errors.OnnxError` naming the file.
+    """
+    path = Path(path)
+    name = path.name
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise OnnxError(f"cannot read ONNX model {path}: {e.strerror or e}") from None
+    model = ModelProto()
+    try:
+        model.ParseFromString(data)
+    except (DecodeError, ValueError, RuntimeError) as e:
+        raise OnnxError(f"{name}: not a valid ONNX model (truncated or corrupted file: {e})"
+                        ) from None
+    external = [t for t in _graph_tensors(model.graph)
+                if t.data_location == TensorProto.EXTERNAL]
+    for t in external:
+        _external_location(t, path.parent, name)
+    if external and load_external_data:
+        try:
+            external_data_helper.load_external_data_for_model(model, str(path.parent))
+        except Exception as e:  # onnx raises several types here
+            raise OnnxError(f"{name}: cannot load external data: {e}") from None
+    if check:
+        try:
+            if model.ByteSize() <= _PROTO_LIMIT and not (external and not load_external_data):
+                onnx.checker.check_model(model)
+            else:  # the checker resolves external data next to the file
+                onnx.checker.check_model(str(path))
+        except (onnx.checker.ValidationError, ValueError, RuntimeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise OnnxError(f"{name}: invalid ONNX model (truncated or corrupted?): {first}"
+                            ) from None
+    return model

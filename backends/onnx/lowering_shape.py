@@ -1,0 +1,154 @@
+"""ONNX lowerings of the shape, layout and indexing ops.
+
+Attributes that are inputs in ONNX (shapes, axes, starts/ends, pads, split sizes, repeats)
+become int64 initializers; ``*_like`` ops read the runtime shape with ``Shape`` so they work with
+symbolic dims.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import numpy_helper
+
+from lbdl_graph import ops
+from lbdl_graph.dtypes import DType, int64
+from lbdl_graph.errors import OnnxError
+from lbdl_graph.shapes import normalize_axes
+
+from .lowering import LOWERINGS, OnnxBuilder
+
+__all__: list[str] = []
+
+_NARROW = ("bfloat16", "float8_e4m3fn", "int4", "uint4")
+
+
+@LOWERINGS.register(ops.reshape)
+def _reshape_onnx(b: OnnxBuilder, x: str, *, shape: tuple[int, ...]) -> str:
+    return b.op("Reshape", x, b.ints(shape, name="shape"))
+
+
+@LOWERINGS.register(ops.transpose)
+def _transpose_onnx(b: OnnxBuilder, x: str, *, perm: tuple[int, ...] | None) -> str:
+    rank = b.in_type(0).ndim
+    return b.op("Transpose", x, perm=[a % rank for a in perm] if perm is not None else None)
+
+
+@LOWERINGS.register(ops.squeeze)
+def _squeeze_onnx(b: OnnxBuilder, x: str, *, axes: tuple[int, ...] | None) -> str:
+    t = b.in_type(0)
+    # explicit axes always: ONNX without axes would also drop symbolic dims that are 1 at run time
+    ax = [i for i, d in enumerate(t.shape) if d == 1] if axes is None else list(axes)
+    if not ax:
+        return b.op("Identity", x)
+    return b.op("Squeeze", x, b.ints(ax, name="axes"))
+
+
+@LOWERINGS.register(ops.unsqueeze)
+def _unsqueeze_onnx(b: OnnxBuilder, x: str, *, axes: tuple[int, ...]) -> str:
+    return b.op("Unsqueeze", x, b.ints(axes, name="axes"))
+
+
+@LOWERINGS.register(ops.concat)
+def _concat_onnx(b: OnnxBuilder, *xs: str, axis: int) -> str:
+    return b.op("Concat", *xs, axis=axis)
+
+
+@LOWERINGS.register(ops.split)
+def _split_onnx(b: OnnxBuilder, x: str, *, axis: int, split: tuple[int, ...]) -> tuple[str, ...]:
+    return b.op_n("Split", len(split), x, b.ints(split, name="split"), axis=axis)
+
+
+@LOWERINGS.register(ops.slice_)
+def _slice_onnx(b: OnnxBuilder, x: str, *, starts: tuple[int, ...], ends: tuple[int, ...],
+                axes: tuple[int, ...] | None, steps: tuple[int, ...] | None) -> str:
+    return b.op("Slice", x, b.ints(starts, name="starts"), b.ints(ends, name="ends"),
+                b.ints(axes, name="axes") if axes is not None else None,
+                b.ints(steps, name="steps") if steps is not None else None)
+
+
+@LOWERINGS.register(ops.gather)
+def _gather_onnx(b: OnnxBuilder, data: str, indices: str, *, axis: int) -> str:
+    return b.op("Gather", data, indices, axis=axis)
+
+
+@LOWERINGS.register(ops.gather_elements)
+def _gather_elements_onnx(b: OnnxBuilder, data: str, indices: str, *, axis: int) -> str:
+    return b.op("GatherElements", data, indices, axis=axis)
+
+
+def _reduction(b: OnnxBuilder, reduction: str) -> str:
+    if reduction in ("max", "min") and b.opset < 18:
+        raise OnnxError(f"scatter reduction '{reduction}' needs opset >= 18, got {b.opset}")
+    return reduction
+
+
+@LOWERINGS.register(ops.scatter_elements)
+def _scatter_elements_onnx(b: OnnxBuilder, data: str, indices: str, updates: str, *, axis: int,
+                           reduction: str) -> str:
+    return b.op("ScatterElements", data, indices, updates, axis=axis,
+                reduction=_reduction(b, reduction))
+
+
+@LOWERINGS.register(ops.scatter_nd)
+def _scatter_nd_onnx(b: OnnxBuilder, data: str, indices: str, updates: str, *,
+                     reduction: str) -> str:
+    return b.op("ScatterND", data, indices, updates, reduction=_reduction(b, reduction))
+
+
+@LOWERINGS.register(ops.expand)
+def _expand_onnx(b: OnnxBuilder, x: str, *, shape: tuple[int, ...]) -> str:
+    return b.op("Expand", x, b.ints(shape, name="shape"), dtype=b.in_type(0).dtype, data=(0,))
+
+
+@LOWERINGS.register(ops.broadcast_like)
+def _broadcast_like_onnx(b: OnnxBuilder, x: str, like: str) -> str:
+    return b.op("Expand", x, b.op("Shape", like), dtype=b.in_type(0).dtype, data=(0,))
+
+
+@LOWERINGS.register(ops.pad)
+def _pad_onnx(b: OnnxBuilder, x: str, *, pads: tuple[int, ...], mode: str, value: float) -> str:
+    dt = b.in_type(0).dtype
+    if b.in_type(0).ndim == 0:  # nothing to pad (ORT's Pad rejects rank 0)
+        return b.op("Identity", x)
+    fill = b.scalar(value, dt, name="value") if mode == "constant" else None
+    return b.op("Pad", x, b.ints(pads, name="pads"), fill, dtype=dt, data=(0, 2), mode=mode)
+
+
+@LOWERINGS.register(ops.tile)
+def _tile_onnx(b: OnnxBuilder, x: str, *, repeats: tuple[int, ...]) -> str:
+    return b.op("Tile", x, b.ints(repeats, name="repeats"), dtype=b.in_type(0).dtype, data=(0,))
+
+
+@LOWERINGS.register(ops.constant)
+def _constant_onnx(b: OnnxBuilder, *, value: np.ndarray) -> str:
+    return b.op("Constant", value=numpy_helper.from_array(np.array(value)))
+
+
+@LOWERINGS.register(ops.full_like)
+def _full_like_onnx(b: OnnxBuilder, like: str, *, value: float, dtype: DType | None) -> str:
+    dt = b.out_type().dtype
+    shape = b.op("Shape", like)
+    if dt.name in _NARROW:  # ConstantOfShape (and ORT) may lack these: fill float32, then Cast
+        fill = numpy_helper.from_array(np.asarray([value], dtype=np.float32))
+        return b.cast(b.op("ConstantOfShape", shape, value=fill), dt)
+    fill = numpy_helper.from_array(np.asarray([value]).astype(dt.numpy))
+    return b.op("ConstantOfShape", shape, value=fill)
+
+
+@LOWERINGS.register(ops.iota_like)
+def _iota_like_onnx(b: OnnxBuilder, like: str, *, axis: int | None) -> str:
+    shape = b.op("Shape", like)
+    zero, one = b.scalar(0, int64, name="zero"), b.scalar(1, int64, name="one")
+    rank = b.in_type(0).ndim
+    if axis is None:  # flat element index, laid out in like's shape
+        if b.target == "ort" and b.in_type(0).dtype.name == "bfloat16":  # ORT: no bf16 Size
+            size = b.op("ReduceProd", shape, keepdims=0)
+        else:
+            size = b.op("Size", like)
+        # allowzero: a 0 in like's shape is a real empty dim, not "copy the input dim"
+        return b.op("Reshape", b.op("Range", zero, size, one), shape, allowzero=1)
+    (a,) = normalize_axes((axis,), rank)
+    n = b.op("Gather", shape, b.scalar(a, int64, name="axis"), axis=0)
+    along = b.op("Reshape", b.op("Range", zero, n, one),
+                 b.ints([-1 if i == a else 1 for i in range(rank)], name="column"))
+    return b.op("Expand", along, shape)

@@ -1,0 +1,36 @@
+"""Inspection and visualisation of graphs: summaries, DOT, SVG and before/after diffs.
+
+* :func:`summary` - a Keras/torchinfo-style table per layer (module path) or node with output
+  types, parameter counts, MACs and memory estimates;
+* :func:`to_dot` - Graphviz DOT text with nested clusters by module path;
+* :func:`to_svg` - an SVG picture from a builtin layered layout (or the ``dot`` binary);
+* :func:`graph_diff`, :func:`diff_text`, :func:`diff_svg` - what an optimisation removed, added,
+  fused and changed, with the rule responsible when the pass manager names it.
+"""
+
+from __future__ import annotations
+
+from .diff import GraphDiff, diff_svg, diff_text, graph_diff
+from .dot import to_dot
+from .layout import Layout, count_crossings, layered_layout
+from .summary import MAC_RULES, Summary, SummaryRow, node_macs, register_macs, summary
+from .svg import graph_layout, to_svg
+
+__all__ = [
+    "MAC_RULES",
+    "GraphDiff",
+    "Layout",
+    "Summary",
+    "SummaryRow",
+    "count_crossings",
+    "diff_svg",
+    "diff_text",
+    "graph_diff",
+    "graph_layout",
+    "layered_layout",
+    "node_macs",
+    "register_macs",
+    "summary",
+    "to_dot",
+    "to_svg",
+]
