@@ -18,7 +18,7 @@ The wheels of onnx do not ship the node data; when it is missing the script writ
 ``onnx.backend.test.case.node`` (as ``backend-test-tools generate-data`` does) into
 ``~/.cache/lbdl-graph/onnx-node-tests-<onnx version>``.
 
-Usage: python benchmarks/onnx_conformance.py [--json] [--verbose] [-k SUBSTRING] [--data-dir D]
+Usage: python benchmarks/onnx_conformance.py [--json] [--verbose] [-k REGEX] [--data-dir D]
 """
 
 from __future__ import annotations
@@ -104,18 +104,29 @@ def generate_node_data(out: Path, names: set[str] | None = None) -> None:
         (out / ".complete").write_text(onnx.__version__)
 
 
+def existing_node_data() -> Path | None:
+    """The node test directory shipped with onnx or already generated into the cache."""
+    shipped = Path(onnx.__file__).parent / "backend" / "test" / "data" / "node"
+    if shipped.is_dir() and any(shipped.iterdir()):
+        return shipped
+    out = _cache_dir()
+    return out if (out / ".complete").exists() else None
+
+
+def _cache_dir() -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "lbdl-graph" / f"onnx-node-tests-{onnx.__version__}"
+
+
 def node_data_dir(data_dir: str | None = None) -> Path:
     """The node test directory: given, shipped with onnx, or generated into the cache."""
     if data_dir:
         return Path(data_dir)
-    shipped = Path(onnx.__file__).parent / "backend" / "test" / "data" / "node"
-    if shipped.is_dir() and any(shipped.iterdir()):
-        return shipped
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    out = cache / "lbdl-graph" / f"onnx-node-tests-{onnx.__version__}"
-    if not (out / ".complete").exists():
-        generate_node_data(out)
-    return out
+    found = existing_node_data()
+    if found is None:
+        found = _cache_dir()
+        generate_node_data(found)
+    return found
 
 
 def _load_value(path: Path, type_proto: onnx.TypeProto) -> Any:

@@ -190,6 +190,9 @@ def reshape_shape(src: Sequence[Dim], target: Sequence[int]) -> Shape:
     return tuple(d for d in out if d is not None)
 
 
+_PRODUCT = re.compile(r"^\w+(\*\w+)+$")  # a product such as "batch*4" (as reshape writes it)
+
+
 def _factor(shape: Sequence[Dim]) -> tuple[int, list[str]]:
     const = 1
     syms: list[str] = []
@@ -197,5 +200,9 @@ def _factor(shape: Sequence[Dim]) -> tuple[int, list[str]]:
         if isinstance(d, int):
             const *= d
         else:
-            syms.append(d)
+            for f in d.split("*") if _PRODUCT.match(d) else [d]:
+                if f.isdigit():
+                    const *= int(f)
+                else:
+                    syms.append(f)
     return const, sorted(syms)

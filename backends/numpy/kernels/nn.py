@@ -52,8 +52,10 @@ def _windows(xp: np.ndarray, kernel: Ints, strides: Ints, dilations: Ints) -> np
 
 @KERNELS.register(ops.matmul)
 def _matmul_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """NumPy matmul; 1-D @ 1-D gives a 0-d array rather than a scalar."""
-    return np.asarray(np.matmul(a, b))
+    """NumPy matmul; 1-D @ 1-D gives a 0-d array rather than a scalar. NumPy promotes
+    ml_dtypes' bfloat16 to float32, so narrow floats are rounded back to the input dtype."""
+    out = np.asarray(np.matmul(a, b))
+    return out if out.dtype == a.dtype else out.astype(a.dtype)
 
 
 @KERNELS.register(ops.conv)
