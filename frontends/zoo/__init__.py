@@ -1,0 +1,128 @@
+"""The model zoo: the book's chapter 5 architectures and the small models of chapters 6-7,
+written in the DSL like ``torch.nn`` code.
+
+Each family lives in its own module (``mlp``, ``lenet``, ``resnet``, ``transformer``, ``gpt``,
+``vit``, ``autoencoder``, ``unet``, ``detector``, ``clip``, ``dqn``, ``diffusion``, ``gan``,
+``gnn``, ``rnn_lm``) with Module classes and config dataclasses. :data:`ZOO` maps every
+configuration's name to a :class:`ZooEntry` (constructor, example input specs with a symbolic
+batch dim ``N``, expected outputs, description, task)::
+
+    from lbdl_graph.frontends.zoo import ZOO
+    entry = ZOO["resnet50"]
+    model = entry.model()                  # 25,557,032 parameters
+    graph = entry.trace(model)             # x: f32[N,3,224,224] -> f32[N,1000]
+    feeds = ZOO["gpt_mini"].example_inputs({"N": 2, "T": 16})
+
+``tiny`` entries are test-sized and meant to be run; the others (``resnet18``, ``resnet50``,
+``transformer_base``, ``gpt2_small``, ``vit_b16``) are the book-size models.
+"""
+
+from __future__ import annotations
+
+from . import (
+    autoencoder,
+    clip,
+    detector,
+    diffusion,
+    dqn,
+    gan,
+    gnn,
+    gpt,
+    lenet,
+    mlp,
+    resnet,
+    rnn_lm,
+    transformer,
+    unet,
+    vit,
+)
+from ._common import Unflatten, count_parameters
+from ._registry import DEFAULT_DIMS, ZooEntry, concrete_shape
+from .autoencoder import VAE, Autoencoder, AutoencoderConfig, VAEConfig, vae_loss
+from .clip import CLIP, CLIPConfig, clip_loss
+from .detector import DetectorConfig, TinyDetector
+from .diffusion import DiffusionConfig, DiffusionDenoiser, noise_schedule
+from .dqn import DQN, DQNConfig
+from .gan import GAN, Discriminator, GANConfig, Generator
+from .gnn import GCN, GCNConfig, GraphConv, normalize_adjacency
+from .gpt import GPT, GPTConfig
+from .lenet import LeNet, LeNetConfig
+from .mlp import MLP, MLPConfig
+from .resnet import BasicBlock, Bottleneck, ResNet, ResNetConfig
+from .rnn_lm import RecurrentLM, RNNLMConfig
+from .transformer import Transformer, TransformerBlock, TransformerConfig
+from .unet import UNet, UNetConfig
+from .vit import ViT, ViTConfig
+
+_FAMILIES = (mlp, lenet, resnet, transformer, gpt, vit, autoencoder, unet, detector, clip, dqn,
+             diffusion, gan, gnn, rnn_lm)
+
+#: Every zoo configuration by name, in book order.
+ZOO: dict[str, ZooEntry] = {e.name: e for fam in _FAMILIES for e in fam.ZOO_ENTRIES}
+
+
+def get(name: str) -> ZooEntry:
+    """The entry called ``name``; a KeyError lists the known names."""
+    try:
+        return ZOO[name]
+    except KeyError:
+        raise KeyError(f"no zoo model {name!r}; known: {', '.join(ZOO)}") from None
+
+
+def names(tiny: bool | None = None) -> list[str]:
+    """Entry names, optionally only the test-size (True) or book-size (False) ones."""
+    return [n for n, e in ZOO.items() if tiny is None or e.tiny == tiny]
+
+
+__all__ = [
+    "CLIP",
+    "DEFAULT_DIMS",
+    "DQN",
+    "GAN",
+    "GCN",
+    "GPT",
+    "MLP",
+    "VAE",
+    "ZOO",
+    "Autoencoder",
+    "AutoencoderConfig",
+    "BasicBlock",
+    "Bottleneck",
+    "CLIPConfig",
+    "DQNConfig",
+    "DetectorConfig",
+    "DiffusionConfig",
+    "DiffusionDenoiser",
+    "Discriminator",
+    "GANConfig",
+    "GCNConfig",
+    "GPTConfig",
+    "Generator",
+    "GraphConv",
+    "LeNet",
+    "LeNetConfig",
+    "MLPConfig",
+    "RNNLMConfig",
+    "RecurrentLM",
+    "ResNet",
+    "ResNetConfig",
+    "TinyDetector",
+    "Transformer",
+    "TransformerBlock",
+    "TransformerConfig",
+    "UNet",
+    "UNetConfig",
+    "Unflatten",
+    "VAEConfig",
+    "ViT",
+    "ViTConfig",
+    "ZooEntry",
+    "clip_loss",
+    "concrete_shape",
+    "count_parameters",
+    "get",
+    "names",
+    "noise_schedule",
+    "normalize_adjacency",
+    "vae_loss",
+]
