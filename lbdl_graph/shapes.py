@@ -7,9 +7,12 @@ output length, a concatenated axis) produce a deterministic string expression su
 
 from __future__ import annotations
 
+import ast
 import math
+import operator
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from .errors import ShapeError
 
@@ -20,6 +23,7 @@ __all__ = [
     "broadcast_shapes",
     "conv_out_dim",
     "conv_transpose_out_dim",
+    "eval_dim",
     "fmt_shape",
     "is_static",
     "normalize_axes",
@@ -206,3 +210,49 @@ def _factor(shape: Sequence[Dim]) -> tuple[int, list[str]]:
                 else:
                     syms.append(f)
     return const, sorted(syms)
+
+
+_BINOPS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
+}
+
+
+def eval_dim(d: Dim, bindings: Mapping[str, int] | None = None, *,
+             default: int | None = None) -> int:
+    """The integer value of a dim: ints as they are, symbolic names and the expressions shape
+    rules build (``(H-3)//2+1``, ``N*4``) evaluated with ``bindings``. Unbound names take
+    ``default``, or raise ShapeError when it is None. Never negative."""
+    if isinstance(d, int):
+        return d
+    env = bindings or {}
+    if d in env:
+        return int(env[d])
+
+    def ev(n: ast.AST) -> int:
+        if isinstance(n, ast.Expression):
+            return ev(n.body)
+        if isinstance(n, ast.Constant) and isinstance(n.value, int):
+            return n.value
+        if isinstance(n, ast.Name):
+            if n.id in env:
+                return int(env[n.id])
+            if default is None:
+                raise ShapeError(f"symbolic dim '{n.id}' (in '{d}') is not bound; pass "
+                                 f"bindings such as {{'{n.id}': 64}}")
+            return default
+        if isinstance(n, ast.BinOp) and type(n.op) in _BINOPS:
+            return int(_BINOPS[type(n.op)](ev(n.left), ev(n.right)))
+        if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub | ast.UAdd):
+            v = ev(n.operand)
+            return -v if isinstance(n.op, ast.USub) else v
+        raise ShapeError(f"cannot evaluate dim expression '{d}'")
+
+    try:
+        return max(0, ev(ast.parse(d, mode="eval")))
+    except SyntaxError:
+        if default is not None:
+            return default
+        raise ShapeError(f"cannot evaluate dim expression '{d}'") from None
+    except ZeroDivisionError:
+        raise ShapeError(f"dim expression '{d}' divides by zero with {dict(env)}") from None

@@ -22,17 +22,13 @@ identity output counts again, although NumPy may share the buffer).
 
 from __future__ import annotations
 
-import ast
 import math
-import operator
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
 
 from lbdl_graph.analysis import last_uses
-from lbdl_graph.errors import ShapeError
 from lbdl_graph.graph import Graph, Node, Value
 from lbdl_graph.opdef import Trait
-from lbdl_graph.shapes import Dim
+from lbdl_graph.shapes import Dim, eval_dim
 
 __all__ = [
     "Bindings",
@@ -47,44 +43,12 @@ __all__ = [
 
 Bindings = Mapping[str, int]
 
-_BINOPS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
-}
 
 
 def dim_value(d: Dim, bindings: Bindings | None = None) -> int:
-    """The integer value of a dim: ints as they are, names and expressions from ``bindings``."""
-    if isinstance(d, int):
-        return d
-    env = bindings or {}
-    if d in env:
-        return int(env[d])
-
-    def ev(n: ast.AST) -> int:
-        if isinstance(n, ast.Expression):
-            return ev(n.body)
-        if isinstance(n, ast.Constant) and isinstance(n.value, int):
-            return n.value
-        if isinstance(n, ast.Name):
-            if n.id not in env:
-                raise ShapeError(f"symbolic dim '{n.id}' (in '{d}') is not bound; pass "
-                                 f"bindings such as {{'{n.id}': 64}}")
-            return int(env[n.id])
-        if isinstance(n, ast.BinOp) and type(n.op) in _BINOPS:
-            return int(_BINOPS[type(n.op)](ev(n.left), ev(n.right)))
-        if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub):
-            return -ev(n.operand)
-        raise ShapeError(f"cannot evaluate dim expression '{d}'")
-
-    try:
-        tree = ast.parse(d, mode="eval")
-    except SyntaxError:
-        raise ShapeError(f"cannot evaluate dim expression '{d}'") from None
-    try:
-        return max(0, ev(tree))
-    except ZeroDivisionError:
-        raise ShapeError(f"dim expression '{d}' divides by zero with {dict(env)}") from None
+    """The integer value of a dim: ints as they are, names and expressions from ``bindings``
+    (an unbound name raises ShapeError)."""
+    return eval_dim(d, bindings)
 
 
 def numel_of(v: Value | None, bindings: Bindings | None = None) -> int:

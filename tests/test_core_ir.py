@@ -114,3 +114,14 @@ def test_duplicate_names_rejected() -> None:
     b.input("x", "f32", (1,))
     with pytest.raises(GraphError, match="already used"):
         b.input("x", "f32", (1,))
+
+
+def test_eval_dim() -> None:
+    from lbdl_graph.shapes import eval_dim
+
+    assert eval_dim(7) == 7
+    assert eval_dim("N", {"N": 4}) == 4
+    assert eval_dim("(H-3)//2+1", {"H": 11}) == 5
+    assert eval_dim("N*4", {}, default=2) == 8
+    with pytest.raises(ShapeError, match="not bound"):
+        eval_dim("T-1", {})

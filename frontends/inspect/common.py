@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import ast
 import math
-import operator
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
+from lbdl_graph import shapes
+from lbdl_graph.errors import ShapeError
 from lbdl_graph.graph import Value
 from lbdl_graph.shapes import Dim
 from lbdl_graph.types import TensorType
@@ -28,15 +27,6 @@ __all__ = [
 
 Bindings = Mapping[str, int]
 
-_BINOPS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.FloorDiv: operator.floordiv,
-    ast.Div: operator.truediv,
-    ast.Mod: operator.mod,
-    ast.Pow: operator.pow,
-}
 
 
 def module_of(node_name: str) -> str:
@@ -69,33 +59,10 @@ def param_module(name: str, modules: set[str] | frozenset[str]) -> str:
 def eval_dim(d: Dim, bindings: Bindings | None = None, default: int = 1) -> int:
     """The value of a dim: ints as they are, symbolic names and expressions (``(H-3)//2+1``,
     ``N*4``) evaluated with ``bindings`` (unbound names take ``default``); never negative."""
-    if isinstance(d, int):
-        return d
-    env = bindings or {}
     try:
-        tree = ast.parse(d, mode="eval")
-    except SyntaxError:
-        return int(env.get(d, default))
-
-    def ev(n: ast.AST) -> Any:
-        if isinstance(n, ast.Expression):
-            return ev(n.body)
-        if isinstance(n, ast.Constant) and isinstance(n.value, int | float):
-            return n.value
-        if isinstance(n, ast.Name):
-            return int(env.get(n.id, default))
-        if isinstance(n, ast.BinOp) and type(n.op) in _BINOPS:
-            return _BINOPS[type(n.op)](ev(n.left), ev(n.right))
-        if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub | ast.UAdd):
-            v = ev(n.operand)
-            return -v if isinstance(n.op, ast.USub) else v
-        raise ValueError(d)
-
-    try:
-        value = ev(tree)
-    except (ValueError, ZeroDivisionError, OverflowError):
-        return int(env.get(d, default))
-    return max(0, int(value))
+        return shapes.eval_dim(d, bindings, default=default)
+    except ShapeError:
+        return default
 
 
 def resolve_shape(shape: Sequence[Dim], bindings: Bindings | None = None) -> tuple[int, ...]:
