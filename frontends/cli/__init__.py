@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -16,9 +17,10 @@ from lbdl_graph.errors import LbdlError
 
 __all__ = ["main"]
 
-# Each verb module defines `register(subparsers) -> None`, adding a parser whose `func` default
-# takes the parsed namespace and returns an exit code.
-VERB_MODULES = ("ops",)
+# Each verb module defines `register(subparsers) -> None`, adding one or more parsers whose
+# `func` default takes the parsed namespace and returns an exit code (`inspect_cmd` adds
+# `inspect`, `optimize` and `viz`).
+VERB_MODULES = ("ops", "train", "run", "export", "inspect", "quantize", "merge")
 
 
 class UsageError(Exception):
@@ -58,3 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout closed early (`| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as e:  # a file the command could not read or write
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1

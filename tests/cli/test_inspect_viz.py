@@ -1,0 +1,103 @@
+"""``lbdl-graph inspect``, ``optimize`` and ``viz`` on zoo models and ONNX files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+
+from .helpers import cli, fails
+
+
+def test_inspect_zoo_model_summary_and_o2_report() -> None:
+    r = cli("inspect", "lenet_digits")
+    assert r.returncode == 0, r.stderr
+    assert "Total params: 105,506" in r.stdout
+    assert "O2: 19 -> 16 nodes" in r.stdout
+    assert "fuse_linear" in r.stdout and "matmul_add_to_linear=2" in r.stdout
+
+
+def test_inspect_onnx_json_with_bindings(models: Path) -> None:
+    r = cli("inspect", str(models / "lenet.onnx"), "--json", "--bind", "N=8", "--level", "O1")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["summary"]["totals"]["params"] == 105506
+    assert data["summary"]["bindings"]["N"] == 8
+    assert data["level"] == "O1"
+    assert data["passes"]["passes"][0]["name"] == "fold_constants"
+
+
+def test_inspect_pass_list_and_family_config() -> None:
+    r = cli("inspect", "resnet", "--config", "tiny", "--level", "fold_batch_norm,fuse_conv",
+            "--by", "node")
+    assert r.returncode == 0, r.stderr
+    assert "Summary of 'resnet_tiny'" in r.stdout and "fold_batch_norm" in r.stdout
+
+
+def test_inspect_bad_input(tmp_path: Path) -> None:
+    fails(cli("inspect", "nope"), 2, "unknown zoo model")
+    fails(cli("inspect", "mlp_tiny", "--level", "O7"), 1, "PassError", "O7")
+    fails(cli("inspect", "mlp_tiny", "--level", "simplify,bogus"), 1, "bogus")
+    fails(cli("inspect", "mlp_tiny", "--bind", "N=-1"), 2)
+    fails(cli("inspect", str(tmp_path / "missing.onnx")), 1, "no such file")
+    bad = tmp_path / "bad.onnx"
+    bad.write_text("not a model")
+    fails(cli("inspect", str(bad)), 1, "OnnxError")
+
+
+def test_optimize_onnx_with_check_and_diff(models: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o3.onnx"
+    r = cli("optimize", str(models / "mlp.onnx"), str(out), "--level", "O3", "--check",
+            "--diff")
+    assert r.returncode == 0, r.stderr
+    assert "translation checked" in r.stdout and "fuses" in r.stdout
+    assert len(onnx.load(str(out)).graph.node) < len(onnx.load(str(models / "mlp.onnx")).graph.node)
+    r = cli("run", str(out), "--backend", "numpy")
+    assert r.returncode == 0, r.stderr
+
+
+def test_optimize_json(models: Path, tmp_path: Path) -> None:
+    r = cli("optimize", str(models / "lenet.onnx"), str(tmp_path / "o.onnx"), "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["nodes_before"] > data["nodes_after"]
+
+
+def test_optimize_bad_input(models: Path, tmp_path: Path) -> None:
+    src = str(models / "mlp.onnx")
+    fails(cli("optimize", src, src), 1, "refusing to overwrite")
+    fails(cli("optimize", src, str(tmp_path / "o.onnx"), "--level", "O5"), 1, "PassError")
+    fails(cli("optimize", src, str(tmp_path / "d" / "o.onnx")), 1, "does not exist")
+    fails(cli("optimize", str(tmp_path / "none.onnx"), str(tmp_path / "o.onnx")), 1)
+    trunc = tmp_path / "t.onnx"
+    trunc.write_bytes((models / "mlp.onnx").read_bytes()[:300])
+    fails(cli("optimize", str(trunc), str(tmp_path / "o.onnx")), 1, "OnnxError")
+    fails(cli("optimize", src), 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.onnx"]
+
+
+def test_viz_svg_dot_and_diff(models: Path, tmp_path: Path) -> None:
+    svg = tmp_path / "g.svg"
+    r = cli("viz", "transformer_tiny", "-o", str(svg))
+    assert r.returncode == 0, r.stderr
+    assert "<svg" in svg.read_text()[:300] and "encoder" in svg.read_text()
+    dot = tmp_path / "g.dot"
+    assert cli("viz", str(models / "mlp.onnx"), "--dot", "-o", str(dot)).returncode == 0
+    assert dot.read_text().startswith("digraph")
+    diff = tmp_path / "d.svg"
+    r = cli("viz", "lenet_digits", "--diff", "O2", "-o", str(diff))
+    assert r.returncode == 0, r.stderr
+    assert "fused" in r.stdout and "fuse_linear" in r.stdout
+    text = diff.read_text()
+    assert "before:" in text and "rule: fuse_linear" in text
+    r = cli("viz", "mlp_tiny", "--diff", "O2", "--dot", "-o", str(dot))
+    assert r.returncode == 0 and "#e9d8fd" in dot.read_text()  # fused nodes highlighted
+
+
+def test_viz_bad_input(tmp_path: Path) -> None:
+    fails(cli("viz", "nope", "-o", str(tmp_path / "g.svg")), 2, "unknown zoo model")
+    fails(cli("viz", "mlp_tiny", "-o", str(tmp_path / "x" / "g.svg")), 1, "does not exist")
+    fails(cli("viz", "mlp_tiny", "--diff", "O8", "-o", str(tmp_path / "g.svg")), 1, "O8")
+    fails(cli("viz", "mlp_tiny"), 2)
+    assert list(tmp_path.iterdir()) == []
