@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -47,11 +48,13 @@ def noise_schedule(num_steps: int, beta_start: float = 1e-4, beta_end: float = 0
     return np.cumprod(1.0 - betas).astype(np.float32)
 
 
-def timestep_embedding(t: Tensor, dim: int, base: float = 10_000.0) -> Tensor:
-    """(N,) timesteps -> (N, dim) ``[sin(t f_i), cos(t f_i)]`` with f_i = base^(-i/(dim/2))."""
+def timestep_embedding(t: Tensor, dim: int, base: float = 10_000.0,
+                       dtype: Any = np.float32) -> Tensor:
+    """(N,) timesteps -> (N, dim) ``[sin(t f_i), cos(t f_i)]`` with f_i = base^(-i/(dim/2)),
+    in ``dtype`` (the model's float type)."""
     half = dim // 2
-    freqs = np.exp(-math.log(base) * np.arange(half) / half).astype(np.float32)
-    angles = t.float().unsqueeze(-1) * as_tensor(freqs)
+    freqs = np.exp(-math.log(base) * np.arange(half) / half).astype(dtype)
+    angles = t.to(freqs.dtype).unsqueeze(-1) * as_tensor(freqs, freqs.dtype)
     return F.cat([angles.sin(), angles.cos()], -1)
 
 
@@ -95,7 +98,8 @@ class DiffusionDenoiser(Module):
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         """Predict the noise in ``x`` at step ``t``."""
-        temb = self.time_mlp(timestep_embedding(t, self.config.time_dim))
+        dt = next(self.time_mlp.parameters()).data.dtype
+        temb = self.time_mlp(timestep_embedding(t, self.config.time_dim, dtype=dt))
         h0 = self.down(self.conv_in(x), temb)
         h = self.mid(self.downsample(h0), temb)
         h = self.up(F.cat([h0, self.upsample(h)], 1), temb)
