@@ -42,9 +42,9 @@ def _graph_and_feeds(name: str):  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("name", TINY)
 def test_zoo_gradients_match_finite_differences(name: str) -> None:
-    """Per parameter (up to 8 spread over the model), along a random direction. ReLU, max-pool ties and the like make the loss
-    piecewise smooth: where central differences at two step sizes disagree, the direction
-    crosses a kink and is skipped; most parameters must be checked."""
+    """Per parameter (up to 8 spread over the model), along a random direction. ReLU, max-pool
+    ties and the like make the loss piecewise smooth: where central differences at two step
+    sizes disagree, the direction crosses a kink and is skipped; most must be checked."""
     manual_seed(0)
     graph, feeds, rng = _graph_and_feeds(name)
     params = {p.name: p.data for p in graph.params if p.trainable}
