@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lbdl_graph.passes.fuse_attention import fuse_attention, is_causal_mask
-from tests.passes.util import check_pass, check_unchanged
+from tests.passes.util import check_pass, check_unchanged, graph_of
 
 MASKED = """
 graph att(%q: f32[B,2,T,4], %k: f32[B,2,T,4], %v: f32[B,2,T,4], %mask: f32[B,1,1,T]):
@@ -90,3 +90,98 @@ def test_is_causal_mask() -> None:
     assert not is_causal_mask(m.T) and not is_causal_mask(np.zeros((4, 4), np.float32))
     assert not is_causal_mask(np.where(np.isinf(m), -10.0, 0.0))
     assert not is_causal_mask(m[:3])
+
+
+CAUSAL_WHERE = """
+graph att(%q: f32[B,2,T,4], %k: f32[B,2,T,4], %v: f32[B,2,T,4]):
+  %0: f32[B,2,4,T] = transpose[perm=(0, 1, 3, 2)](%k)
+  %1: f32[B,2,T,T] = matmul(%q, %0)
+  %2: f32[] = constant[value=tensor(f32[], 0.5)]()
+  %3: f32[B,2,T,T] = mul(%1, %2)
+  %4: i64[B,2,T,T] = iota_like[axis=2](%3)
+  %5: i64[B,2,T,T] = iota_like[axis=3](%3)
+  %6: bool[B,2,T,T] = less_equal(%5, %4)
+  %7: f32[] = constant[value=tensor(f32[], -3.4028234663852886e+38)]()
+  %8: f32[B,2,T,T] = where(%6, %3, %7)
+  %9: f32[B,2,T,T] = softmax[axis=-1](%8)
+  %10: f32[B,2,T,4] = matmul(%9, %v)
+  return %10
+"""
+CAUSAL = """
+graph att(%q: f32[B,2,T,4], %k: f32[B,2,T,4], %v: f32[B,2,T,4]):
+  %0: f32[B,2,T,4] = attention[scale=0.5, causal=True](%q, %k, %v)
+  return %0
+"""
+
+
+def _edit(text: str, *pairs: tuple[str, str]) -> str:
+    for old, new in pairs:
+        assert old in text
+        text = text.replace(old, new)
+    return text
+
+
+@pytest.mark.parametrize(("edits", "rule"), [
+    ((), "attention_mul_scale_where_keep"),
+    # the same condition written the other way round
+    ((("less_equal(%5, %4)", "greater_equal(%4, %5)"),), "attention_mul_scale_where_keep"),
+    # where(hide, low, scores)
+    ((("less_equal(%5, %4)", "greater(%5, %4)"), ("where(%6, %3, %7)", "where(%6, %7, %3)")),
+     "attention_mul_scale_where_hide"),
+], ids=["keep", "keep_swapped", "hide"])
+def test_causal_mask_built_from_iotas(edits: tuple[tuple[str, str], ...], rule: str) -> None:
+    """The DSL's causal mask (a where on iotas of the scores, for a symbolic length)."""
+    check_pass(fuse_attention, _edit(CAUSAL_WHERE, *edits), CAUSAL, stats={rule: 1})
+
+
+LOOK_ALIKE_MASKS = {
+    # keys j >= i kept: the upper triangle
+    "anti_causal": ("less_equal(%5, %4)", "less_equal(%4, %5)"),
+    # a fill that does not hide (exp(-10) is not 0)
+    "small_fill": ("-3.4028234663852886e+38", "-10.0"),
+    # both iotas along the same axis
+    "same_axis": ("iota_like[axis=3](%3)", "iota_like[axis=2](%3)"),
+}
+
+
+@pytest.mark.parametrize("edit", LOOK_ALIKE_MASKS.values(), ids=LOOK_ALIKE_MASKS.keys())
+def test_causal_look_alikes_are_not_fused(edit: tuple[str, str]) -> None:
+    assert edit[0] in CAUSAL_WHERE
+    check_unchanged(fuse_attention, CAUSAL_WHERE.replace(*edit))
+
+
+MASKED_WHERE = (("%v: f32[B,2,T,4])", "%v: f32[B,2,T,4], %m: f32[T,T])"),
+                ("  %4: i64", "  %11: f32[B,2,T,T] = add(%3, %m)\n  %4: i64"),
+                ("iota_like[axis=2](%3)", "iota_like[axis=2](%11)"),
+                ("iota_like[axis=3](%3)", "iota_like[axis=3](%11)"),
+                ("where(%6, %3, %7)", "where(%6, %11, %7)"))
+
+
+EYE = ("tensor(f32[4,4], [[0.25, 0.0, 0.0, 0.0], [0.0, 0.25, 0.0, 0.0], [0.0, 0.0, 0.25, 0.0], "
+       "[0.0, 0.0, 0.0, 0.25]])")
+
+
+def test_causal_where_keeps_a_finite_constant_mask() -> None:
+    text = _edit(CAUSAL_WHERE, *MASKED_WHERE[1:],
+                 ("  %11:", f"  %m: f32[4,4] = constant[value={EYE}]()\n  %11:"))
+    text = text.replace("T", "4")  # a constant mask needs a static length
+    check_pass(fuse_attention, text, f"""
+    graph att(%q: f32[B,2,4,4], %k: f32[B,2,4,4], %v: f32[B,2,4,4]):
+      %0: f32[4,4] = constant[value={EYE}]()
+      %1: f32[B,2,4,4] = attention[scale=0.5, causal=True](%q, %k, %v, %0)
+      return %1
+    """, stats={"attention_mul_scale_mask_where_keep": 1})
+
+
+def test_causal_where_with_an_input_mask_is_not_fused() -> None:
+    # a mask row of -inf would leave no visible key, where the finite fill gives NaN-free
+    # uniform weights: only finite constant masks may go along
+    check_unchanged(fuse_attention, _edit(CAUSAL_WHERE, *MASKED_WHERE))
+
+
+def test_float16_lowest_value_hides_like_minus_infinity() -> None:
+    text = CAUSAL_WHERE.replace("f32", "f16").replace("-3.4028234663852886e+38", "-65504.0")
+    r = fuse_attention(graph_of(text))
+    assert dict(r.stats) == {"attention_mul_scale_where_keep": 1}
+    assert [n.op.name for n in r.graph.nodes] == ["attention"]
+    check_unchanged(fuse_attention, text.replace("-65504.0", "-60000.0"))

@@ -14,6 +14,7 @@ from lbdl_graph import GraphBuilder, LbdlError, ops
 from lbdl_graph.backends.numpy import run
 
 RNG = np.random.default_rng(0)
+F32 = np.float32
 
 
 def _run(op: Any, arrays: list[np.ndarray | None], **attrs: Any) -> np.ndarray:
@@ -123,3 +124,49 @@ def test_fused_shape_rules_reject(op: Any, shapes: list[Any], attrs: dict[str, A
     ins = [b.input(f"in{i}", "f32", s) if s is not None else None for i, s in enumerate(shapes)]
     with b, pytest.raises(LbdlError, match=match):
         op(*ins, **attrs)
+
+
+def _fused_samples() -> list[Any]:
+    from tests.samples.fused import SAMPLES
+
+    return SAMPLES
+
+
+@pytest.mark.parametrize("s", _fused_samples(), ids=lambda s: s.id)
+def test_fused_kernels_own_their_results(s: Any) -> None:
+    """The NumPy kernels reuse scratch and spare buffers across calls: a result must survive
+    the next call, and the inputs are never written."""
+    from lbdl_graph.backends.numpy import KERNELS
+
+    attrs = s.op.check_attrs(s.attrs)
+    first = s.make(np.random.default_rng(1))
+    saved = [a.copy() if a is not None else None for a in first]
+    out = KERNELS[s.op](*first, **attrs)
+    kept = out.copy()
+    for seed in (2, 3):
+        KERNELS[s.op](*s.make(np.random.default_rng(seed)), **attrs)
+    np.testing.assert_array_equal(out, kept)
+    for a, b in zip(first, saved, strict=True):
+        if a is not None:
+            np.testing.assert_array_equal(a, b)
+
+
+def test_linear_and_attention_take_strided_operands() -> None:
+    x, w = _randn(6, 5).T, _randn(3, 6).T  # (5, 6) and (6, 3), neither C-contiguous
+    np.testing.assert_allclose(_run(ops.linear, [x, w], activation="gelu"),
+                               ACTS["gelu"](x @ w), rtol=1e-5, atol=1e-6)
+    q, k, v = (np.swapaxes(_randn(2, 8, 5), 1, 2) for _ in range(3))
+    want = _attention(q, k, v, None, 0.7, True)
+    np.testing.assert_allclose(_run(ops.attention, [q, k, v], scale=0.7, causal=True), want,
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_omitted_optional_inputs_reach_the_kernels() -> None:
+    """A node built without its trailing optional input has fewer slots: the conv, transposed
+    conv and layer norm kernels default the bias to None (the fusions build such nodes)."""
+    x, w, g = _randn(1, 2, 5, 5), _randn(3, 2, 3, 3), np.ones(5, F32)
+    np.testing.assert_allclose(_run(ops.conv, [x, w]), _conv2d(x, w, np.zeros(3, F32), 0),
+                               rtol=1e-4, atol=1e-5)
+    assert _run(ops.conv_transpose, [x, _randn(2, 3, 3, 3)]).shape == (1, 3, 7, 7)
+    y = _run(ops.layer_norm, [x, g])
+    np.testing.assert_allclose(y.mean(-1), 0, atol=1e-5)

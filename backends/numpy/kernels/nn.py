@@ -59,8 +59,9 @@ def _matmul_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @KERNELS.register(ops.conv)
-def _conv_kernel(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, *, strides: Ints | None,
-                 pads: Ints | None, dilations: Ints | None, group: int) -> np.ndarray:
+def _conv_kernel(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *,
+                 strides: Ints | None, pads: Ints | None, dilations: Ints | None,
+                 group: int) -> np.ndarray:
     """N-d grouped convolution (ONNX Conv) via im2col and one batched matmul."""
     k = x.ndim - 2
     s, pb, pe, d = _geometry(k, strides, pads, dilations)
@@ -85,7 +86,7 @@ def _conv_kernel(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, *, strides:
 
 
 @KERNELS.register(ops.conv_transpose)
-def _conv_transpose_kernel(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, *,
+def _conv_transpose_kernel(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *,
                            strides: Ints | None, pads: Ints | None, dilations: Ints | None,
                            group: int, output_padding: Ints | None) -> np.ndarray:
     """N-d grouped transposed convolution (ONNX ConvTranspose): matmul, then col2im."""
@@ -238,8 +239,8 @@ def _batch_norm_kernel(x: np.ndarray, scale: np.ndarray, bias: np.ndarray, mean:
 
 
 @KERNELS.register(ops.layer_norm)
-def _layer_norm_kernel(x: np.ndarray, scale: np.ndarray, bias: np.ndarray | None, *, axis: int,
-                       epsilon: float) -> np.ndarray:
+def _layer_norm_kernel(x: np.ndarray, scale: np.ndarray, bias: np.ndarray | None = None, *,
+                       axis: int, epsilon: float) -> np.ndarray:
     """Normalise over axes [axis, rank), then scale and shift (ONNX LayerNormalization, Y only)."""
     axes = tuple(range(axis % x.ndim, x.ndim))
     y = x - x.mean(axis=axes, keepdims=True)
