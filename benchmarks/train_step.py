@@ -76,14 +76,14 @@ def zoo_figures(repeat: int) -> dict[str, float]:
     out: dict[str, float] = {}
     rng = np.random.default_rng(0)
     manual_seed(0)
-    lenet = zoo.ZOO["lenet"].build("default") if hasattr(zoo, "ZOO") else None
+    lenet = zoo.ZOO["lenet"].model()
     if lenet is not None:
         runner, _ = compiled_step(lenet, {"x": InputSpec(("N", 1, 28, 28))},
                                   InputSpec(("N",), "i64"))
         x = rng.normal(size=(64, 1, 28, 28)).astype(np.float32)
         y = rng.integers(0, 10, 64)
         out["lenet_step_ms"] = timeit(lambda: runner.step({"x": x, "y": y}), repeat) * 1e3
-        gpt = zoo.ZOO["gpt_mini"].build("default")
+        gpt = zoo.ZOO["gpt_mini"].model()
         runner, _ = compiled_step(gpt, {"x": InputSpec(("N", 64), "i64")},
                                   InputSpec(("N", 64), "i64"))
         t = rng.integers(0, 96, (16, 64))

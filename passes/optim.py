@@ -213,6 +213,9 @@ class Adam(Optimizer):
                ) -> tuple[Value, dict[str, Value]]:
         # m = b1 m + (1-b1) g ; v = b2 v + (1-b2) g^2
         # p -= lr / (1-b1^t) * m / (sqrt(v) / sqrt(1-b2^t) + eps)      (torch's formulation)
+        # computed as p -= (lr sqrt(1-b2^t) / (1-b1^t)) * m / (sqrt(v) + eps sqrt(1-b2^t)):
+        # the same up to rounding, with the bias corrections on scalars (one pass over the
+        # parameter fewer)
         dt = p.type.dtype
         lr_p = ops.cast(lr, to=dt)
         if self.weight_decay and not self.decoupled:
@@ -224,8 +227,10 @@ class Adam(Optimizer):
         t = ops.cast(ops.add(step, ops.constant(value=np.int64(1))), to=dt)
         bc1 = ops.sub(_const(1.0, p), ops.pow_(_const(self.beta1, p), t))
         bc2 = ops.sub(_const(1.0, p), ops.pow_(_const(self.beta2, p), t))
-        denom = ops.add(ops.div(ops.sqrt(v), ops.sqrt(bc2)), _const(self.eps, p))
-        new_p = ops.sub(p, ops.mul(ops.div(lr_p, bc1), ops.div(m, denom)))
+        root_bc2 = ops.sqrt(bc2)
+        denom = ops.add(ops.sqrt(v), ops.mul(_const(self.eps, p), root_bc2))
+        step_size = ops.div(ops.mul(lr_p, root_bc2), bc1)
+        new_p = ops.sub(p, ops.mul(step_size, ops.div(m, denom)))
         if self.weight_decay and self.decoupled:
             new_p = ops.sub(new_p, ops.mul(ops.mul(lr_p, _const(self.weight_decay, p)), p))
         return new_p, {"m": m, "v": v}

@@ -13,8 +13,9 @@ import os
 import re
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,156 @@ def _ir_version(opset: int) -> int:
     return min(MAX_IR_VERSION, max(10, needed))  # IR 10: int4/uint4 and node metadata_props
 
 
+def _perm(n: Node) -> tuple[int, ...]:
+    """The permutation of a transpose node (None reverses the axes)."""
+    p = n.attrs.get("perm")
+    return tuple(range(n.outputs[0].ndim))[::-1] if p is None else tuple(p)
+
+
+def _fold_transposes(graph: Graph) -> Graph:
+    """``transpose(transpose(x))`` -> ``x`` (or one transpose) and ``swap(a @ b)`` ->
+    ``swap(b) @ swap(a)``, where ``swap`` exchanges the last two axes.
+
+    Reverse mode writes a linear layer's weight gradient as ``swap(swap(x) @ g)``. ONNX Runtime
+    folds transposes into a MatMul's inputs (FusedMatMul, Gemm) but not into its output, so each
+    step transposed every weight gradient (and its transpose optimizer pushed more transposes
+    into the optimizer update); ``swap(g) @ x`` needs none.
+    """
+    from lbdl_graph import ops
+    from lbdl_graph.builder import GraphBuilder
+
+    if not any(n.op is ops.transpose for n in graph.nodes):
+        return graph
+    keep = set(graph.outputs)
+    readers = Counter(v for n in graph.nodes for v in n.inputs if v is not None)
+    b = GraphBuilder.from_graph(graph, copy_nodes=False)
+    made: dict[Value, Node] = {}  # producer of each value among the nodes emitted so far
+    created: set[int] = set()  # ids of the nodes this rewrite adds
+    sub: dict[Value, Value] = {}  # replaced transpose output -> its replacement
+
+    def emit(op: Any, inputs: list[Value], like: Node, **attrs: Any) -> Value:
+        (v,) = b.add_node(op, inputs, attrs, name=like.name, source=like.source)
+        made[v] = b.nodes[-1]
+        created.add(id(b.nodes[-1]))
+        return v
+
+    def transposed(x: Value, p: tuple[int, ...], like: Node) -> Value:
+        inner = made.get(x)
+        if inner is not None and inner.op is ops.transpose:
+            q = _perm(inner)
+            p, x = tuple(q[i] for i in p), inner.inputs[0]  # type: ignore[assignment]
+        return x if p == tuple(range(len(p))) else emit(ops.transpose, [x], like, perm=p)
+
+    def fold(n: Node) -> Value | None:
+        x, p = n.inputs[0], _perm(n)
+        inner = made.get(x) if x is not None else None
+        if x is None or inner is None or x in keep:
+            return None
+        if inner.op is ops.transpose:
+            return transposed(x, p, n)
+        swap = (*range(len(p) - 2), len(p) - 1, len(p) - 2)
+        a, c = inner.inputs if inner.op is ops.matmul else (None, None)
+        if a is None or c is None or len(p) < 2 or p != swap or readers[x] != 1 or \
+                a.ndim != len(p) or c.ndim != len(p):
+            return None
+        return emit(ops.matmul, [transposed(c, swap, n), transposed(a, swap, n)], n)
+
+    with b:
+        for n in graph.nodes:
+            if any(v in sub for v in n.inputs if v is not None):
+                n = replace(n, inputs=tuple(sub.get(v, v) if v is not None else None
+                                            for v in n.inputs))
+            new = fold(n) if n.op is ops.transpose and n.outputs[0] not in keep else None
+            if new is not None and new.type == n.outputs[0].type:
+                sub[n.outputs[0]] = new
+                continue
+            b.emit(n)
+            made.update((o, n) for o in n.outputs)
+    if not sub:
+        return graph
+    # drop what the rewrite left unread; nodes that were unread before are kept as they were
+    needed = set(keep)
+    live: list[Node] = []
+    for n in reversed(b.nodes):
+        unread_before = id(n) not in created and not any(o in readers or o in keep
+                                                         for o in n.outputs)
+        if unread_before or any(o in needed for o in n.outputs):
+            live.append(n)
+            needed.update(v for v in n.inputs if v is not None)
+    return graph.replace(nodes=live[::-1])
+
+
+def _used_names(nodes: Iterator[onnx.NodeProto] | list[onnx.NodeProto]) -> set[str]:
+    """Every value name read by ``nodes`` or by the nodes of their subgraphs."""
+    used: set[str] = set()
+    for n in nodes:
+        used.update(n.input)
+        for a in n.attribute:
+            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                used.update(_used_names(list(sub.node)))
+                used.update(o.name for o in sub.output)
+    return used
+
+
+def _drop_unused_optional_outputs(nodes: list[onnx.NodeProto], graph_outputs: set[str],
+                                  opset: int) -> None:
+    """Trim trailing optional outputs nothing reads (in place).
+
+    ONNX Runtime picks a slower kernel for some ops when an optional output is requested:
+    MaxPool with its Indices output runs ~20x slower than without, and the Indices of a
+    max_pool are only read by its gradient, never in an evaluation graph.
+    """
+    used = _used_names(nodes) | graph_outputs
+    for n in nodes:
+        if n.domain not in ("", "ai.onnx") or len(n.output) < 2:
+            continue
+        try:
+            formal = onnx.defs.get_schema(n.op_type, opset, "").outputs
+        except onnx.defs.SchemaError:
+            continue
+        outs = list(n.output)
+        while len(outs) > 1 and outs[-1] not in used and len(outs) <= len(formal) and \
+                formal[len(outs) - 1].option == onnx.defs.OpSchema.FormalParameterOption.Optional:
+            outs.pop()
+        if len(outs) < len(n.output):
+            n.output[:] = outs
+
+
+def _write_outputs_directly(nodes: list[onnx.NodeProto], node_map: dict[str, Node],
+                            graph_outputs: set[str]) -> list[onnx.NodeProto]:
+    """Drop an Identity that copies a computed value to a graph output: its producer writes the
+    output (renamed) and the value's other readers read it from there.
+
+    ONNX Runtime keeps such an Identity when the value has other readers (Adam's new moment
+    ``opt.m/w:next`` also feeds the update of ``w``), so it copied every moment every step.
+    """
+    if any(a.HasField("g") or len(a.graphs) for n in nodes for a in n.attribute):
+        return nodes  # subgraphs may read the old name from the outer scope: leave them be
+    produced = {o for n in nodes for o in n.output if o}
+    readers = Counter(x for n in nodes for x in n.input)
+    rename: dict[str, str] = {}
+    for n in nodes:
+        if n.op_type == "Identity" and n.domain in ("", "ai.onnx") and \
+                n.output[0] in graph_outputs:
+            src = n.input[0]
+            # a value only the Identity reads is renamed by ONNX Runtime itself: left as is
+            if src in produced and readers[src] > 1 and src not in graph_outputs and \
+                    src not in rename:
+                rename[src] = n.output[0]
+    if not rename:
+        return nodes
+    kept = []
+    for n in nodes:
+        if n.op_type == "Identity" and n.input[0] in rename and \
+                rename[n.input[0]] == n.output[0]:
+            node_map.pop(n.name, None)
+            continue
+        n.input[:] = [rename.get(x, x) for x in n.input]
+        n.output[:] = [rename.get(x, x) for x in n.output]
+        kept.append(n)
+    return kept
+
+
 def export_graph(graph: Graph, *, opset: int = DEFAULT_OPSET, target: str = "ort",
            training: bool = True, params_as_inputs: bool = False) -> Exported:
     """Lower ``graph`` to ONNX; see :func:`to_onnx`. Also returns the ONNX -> IR node map."""
@@ -89,6 +240,7 @@ def export_graph(graph: Graph, *, opset: int = DEFAULT_OPSET, target: str = "ort
         raise OnnxError(f"unknown target {target!r}; use 'ort' or 'portable'")
     verify(graph)
     _check_dtypes(graph, opset)
+    graph = _fold_transposes(graph)
     ctx = LoweringContext(opset, target, training=training)
     ctx.reserve((v.name for v in graph.iter_values()), (n.name for n in graph.nodes))
     for node in graph.nodes:
@@ -106,6 +258,8 @@ def export_graph(graph: Graph, *, opset: int = DEFAULT_OPSET, target: str = "ort
         if v.name not in seen:
             seen.add(v.name)
             outputs.append(_value_info(v))
+    _drop_unused_optional_outputs(ctx.nodes, seen, opset)
+    ctx.nodes = _write_outputs_directly(ctx.nodes, ctx.node_map, seen)
     gp = helper.make_graph(ctx.nodes, graph.name, inputs, outputs,
                            initializer=params + ctx.initializers)
     opsets = [helper.make_opsetid("", opset),

@@ -21,6 +21,7 @@ from lbdl_graph.graph import Graph
 from .runner import (
     HOST_TYPES,
     OrtRunner,
+    _np_dtype,
     check_inputs,
     to_host,
     translate_error,
@@ -84,7 +85,9 @@ class OrtStatefulRunner:
             else:
                 raise InputError(f"state '{name}' needs an initial value (init={{'{name}': ...}})")
             check_inputs([value_spec(inputs[name])], {name: arr}, self.runner.name)
-            arr = np.asarray(arr, order="C")  # keeps 0-d state (the step counter) 0-d
+            # a copy: on the CPU an OrtValue wraps the array's memory, which the ping-pong
+            # steps overwrite (it may be a caller's array, such as a model parameter)
+            arr = np.array(arr, order="C", copy=True)  # keeps 0-d state 0-d
             first.append(ort.OrtValue.ortvalue_from_numpy(arr, self.device, 0))
             second.append(ort.OrtValue.ortvalue_from_shape_and_type(
                 arr.shape, arr.dtype, self.device, 0))
@@ -96,6 +99,37 @@ class OrtStatefulRunner:
         self._outputs = [(sess, user) for sess, user in self.runner.output_map.items()
                          if user not in nexts]
         self.output_names = [user for _, user in self._outputs]
+        # outputs of static shape (the loss, scalar metrics) are written into host OrtValues
+        # bound once: fetching ORT-allocated outputs wraps every output, state included
+        self._fixed: dict[str, Any] = {}
+        for sess, user in self._outputs:
+            vi = outputs.get(sess)
+            if vi is None or sess != user or vi.type.tensor_type.elem_type in HOST_TYPES:
+                continue
+            dims = [d.dim_value if d.HasField("dim_value") else None
+                    for d in vi.type.tensor_type.shape.dim]
+            dt = _np_dtype(vi.type.tensor_type.elem_type)
+            if dt is not None and dt.kind in "fiub" and None not in dims:
+                self._fixed[sess] = ort.OrtValue.ortvalue_from_shape_and_type(dims, dt, "cpu", 0)
+        # one IOBinding per step parity with the state bound once (binding costs ~2 us a tensor,
+        # noticeable on small models); each entry: (binding, batch input names bound on it)
+        self._bindings: list[tuple[Any, frozenset[str]] | None] = [None, None]
+
+    def _binding(self, parity: int, batch: frozenset[str]) -> Any:
+        """The IOBinding of steps of ``parity``: state read from one buffer set and written to the
+        other. Rebuilt when the batch inputs differ, so none stays bound from an earlier step."""
+        cached = self._bindings[parity]
+        if cached is not None and cached[1] == batch:
+            return cached[0]
+        io = self.runner.session.io_binding()
+        cur, nxt = self._buffers[parity], self._buffers[1 - parity]
+        for (name, out), a, b in zip(self.state_map.items(), cur, nxt, strict=True):
+            io.bind_ortvalue_input(name, a)
+            io.bind_ortvalue_output(out, b)
+        for name, value in self._fixed.items():
+            io.bind_ortvalue_output(name, value)
+        self._bindings[parity] = (io, batch)
+        return io
 
     @property
     def steps(self) -> int:
@@ -105,23 +139,26 @@ class OrtStatefulRunner:
     def step(self, inputs: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
         """Run one step on the batch ``inputs``; returns the outputs that are not state."""
         feeds = check_inputs(self._batch_specs, inputs or {}, self.runner.name, self._overridable)
-        cur, nxt = self._buffers[self._step % 2], self._buffers[(self._step + 1) % 2]
-        io = self.runner.session.io_binding()
-        for (name, out), a, b in zip(self.state_map.items(), cur, nxt, strict=True):
-            io.bind_ortvalue_input(name, a)
-            io.bind_ortvalue_output(out, b)
-        for name, arr in feeds.items():
+        io = self._binding(self._step % 2, frozenset(feeds))
+        for name, arr in feeds.items():  # rebinding a name replaces the earlier array
             io.bind_cpu_input(name, to_host(arr))
-        for sess, _ in self._outputs:
+        dynamic = [sess for sess, _ in self._outputs if sess not in self._fixed]
+        for sess in dynamic:  # fresh host outputs each step (their shapes may change)
             io.bind_output(sess, "cpu")
         try:
             self.runner.session.run_with_iobinding(io)
         except Exception as e:
             raise translate_error(e, self.runner.nodes, "run") from None
-        results = io.get_outputs()[len(self.state_map):]
+        fetched = dict(zip(dynamic, io.get_outputs()[-len(dynamic):], strict=True)) \
+            if dynamic else {}
         self._step += 1
-        return {n: self.runner.from_host(n, v.numpy())
-                for n, v in zip(self.output_names, results, strict=True)}
+        out: dict[str, np.ndarray] = {}
+        for sess, user in self._outputs:
+            # a fixed output's buffer is rewritten by the next step: copy it out
+            arr = self._fixed[sess].numpy().copy() if sess in self._fixed else \
+                fetched[sess].numpy()
+            out[user] = self.runner.from_host(user, arr)
+        return out
 
     def state(self) -> dict[str, np.ndarray]:
         """The current state, copied to NumPy."""
@@ -136,8 +173,9 @@ class OrtStatefulRunner:
             if name not in self.state_map:
                 raise InputError(f"'{name}' is not a state of this runner ({names})")
             i = names.index(name)
-            arr = np.asarray(arr, order="C")  # keeps 0-d state (the step counter) 0-d
+            arr = np.array(arr, order="C", copy=True)  # not the caller's memory (see __init__)
             if arr.dtype != cur[i].numpy().dtype or arr.shape != tuple(cur[i].shape()):
                 raise InputError(f"state '{name}' expects {cur[i].numpy().dtype}"
                                  f"{list(cur[i].shape())}, got {arr.dtype}{list(arr.shape)}")
             cur[i] = ort.OrtValue.ortvalue_from_numpy(arr, self.device, 0)
+        self._bindings = [None, None]  # they hold the replaced OrtValues

@@ -85,7 +85,10 @@ def _sigmoid_vjp(g: Value, out: Value, x: Value) -> Grads:
 
 @VJPS.register(ops.relu)
 def _relu_vjp(g: Value, out: Value, x: Value) -> Grads:
-    return (_where0(ops.greater(x, scalar(0.0, x)), g),)  # d relu(x) = [x > 0] dx
+    # d relu(x) = [x > 0] dx, and x > 0 exactly where relu(x) > 0 (NaN included): reading the
+    # output leaves the pre-activation a single reader, so ONNX Runtime fuses Gemm(+Relu) and
+    # the pre-activation is freed at once
+    return (_where0(ops.greater(out, scalar(0.0, out)), g),)
 
 
 @VJPS.register(ops.erf)

@@ -15,7 +15,7 @@ import numpy as np
 from lbdl_graph import ops
 from lbdl_graph.graph import Value
 
-from .helpers import scalar, static_dims, swap_last2, zeros_like
+from .helpers import reshape_to, scalar, static_dims, swap_last2, zeros_like
 from .table import VJPS
 
 __all__: list[str] = []
@@ -36,7 +36,14 @@ def _matmul_vjp(g: Value, out: Value, a: Value, b: Value) -> Grads:
     if b.ndim == 1:
         g2 = ops.unsqueeze(g2, axes=(g2.ndim,))
     ga = ops.matmul(g2, swap_last2(b2))
-    gb = ops.matmul(swap_last2(a2), g2)
+    k, m = a2.shape[-1], g2.shape[-1]
+    if b2.ndim == 2 and a2.ndim > 2 and isinstance(k, int) and isinstance(m, int):
+        # a 2-D B shared by a batch of A (a linear layer on (N, T, D)): one (K, N*T) @ (N*T, M)
+        # product instead of N products summed afterwards (sum_to) -- same sum, one pass
+        gb = ops.matmul(swap_last2(ops.reshape(a2, shape=(-1, k))),
+                        ops.reshape(g2, shape=(-1, m)))
+    else:
+        gb = ops.matmul(swap_last2(a2), g2)
     return (ops.squeeze(ga, axes=(-2,)) if a.ndim == 1 else ga,
             ops.squeeze(gb, axes=(-1,)) if b.ndim == 1 else gb)
 
@@ -128,18 +135,15 @@ def _max_pool_vjp(g: tuple[Value | None, ...], out: tuple[Value, ...], x: Value,
                   kernel_shape: Ints, strides: Ints | None, pads: Ints | None, ceil_mode: bool,
                   dilations: Ints | None) -> Grads:
     # y = x[argmax of each window]: x_bar[argmax] += g, scattered with the Indices output
+    # (the indices are flat over all of x, so one 1-D scatter needs no per-plane arithmetic)
     gy, idx = g[0], out[1]
     if gy is None:
         return (None,)
-    size = static_dims(x.shape[2:], "max_pool gradient (spatial dims)")
-    plane = math.prod(size)
-    per_plane = ops.constant(value=np.asarray(plane, dtype=np.int64))
-    local = ops.sub(idx, ops.mul(ops.div(idx, per_plane), per_plane))  # flat index in its plane
-    flat = (0, 0, -1)
+    flat = (-1,)
     grad = ops.scatter_elements(ops.reshape(zeros_like(x), shape=flat),
-                                ops.reshape(local, shape=flat), ops.reshape(gy, shape=flat),
-                                axis=2, reduction="add")
-    return (ops.reshape(grad, shape=(0, 0, *size)),)
+                                ops.reshape(idx, shape=flat), ops.reshape(gy, shape=flat),
+                                axis=0, reduction="add")
+    return (reshape_to(grad, x),)
 
 
 @VJPS.register(ops.avg_pool)
