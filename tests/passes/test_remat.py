@@ -50,19 +50,19 @@ def deep_mlp(layers: int = 16, width: int = 16, dropout: float = 0.1) -> Graph:
 
 
 def conv_net() -> Graph:
-    """Three 3x3 conv + relu blocks (the last with a max pool) and a linear head, MSE loss."""
+    """Six 3x3 conv + relu blocks (the last with a max pool) and a linear head, MSE loss."""
     rng = np.random.default_rng(1)
     with GraphBuilder("convnet") as b:
         x = b.input("x", "f32", ("N", 2, 8, 8))
         y = b.input("y", "f32", ("N", 3))
         h, c = x, 2
-        for i in range(3):
+        for i in range(6):
             with b.scope(f"features.{i}"):
                 w = b.param(f"features.{i}.w",
                             (rng.standard_normal((4, c, 3, 3)) * 0.3).astype(np.float32))
                 h = ops.relu(ops.conv(h, w, None, pads=(1, 1, 1, 1)))
                 c = 4
-                if i == 2:  # two outputs: values and indices
+                if i == 5:  # two outputs: values and indices
                     h, _ = ops.max_pool(h, kernel_shape=(2, 2), strides=(2, 2))
         with b.scope("head"):
             h = ops.reshape(h, shape=(0, -1))
