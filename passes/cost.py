@@ -12,8 +12,9 @@ random ops 1 per element (the counter-based hash is integer work, not counted as
 Data movement (the ``SHAPE`` ops, identity, stop_gradient, constants) costs 0; any other op
 1 per output element.
 
-Memory (:func:`live_bytes`, :func:`peak_memory`) follows the NumPy interpreter exactly: nodes run
-in graph order, a node's outputs are allocated while its inputs are still held, and a value is
+Memory (:func:`live_bytes`, :func:`peak_memory`) follows the NumPy interpreter with in-place
+execution off (``Interpreter(..., inplace=False)``; ``passes.plan_memory.planned_peak`` models
+in-place writes and views): nodes run in graph order, a node's outputs are allocated while its inputs are still held, and a value is
 released right after its last reader (:func:`lbdl_graph.analysis.last_uses`); graph outputs are
 never released. Graph inputs and parameters are not counted. Each value counts its own type's
 bytes, as :class:`~lbdl_graph.backends.numpy.NodeProfile` ``out_bytes`` does (a view or an
