@@ -218,8 +218,10 @@ def test_second_order_subset_covers_the_listed_ops() -> None:
 
 
 def test_every_differentiable_op_with_a_rule_is_checked() -> None:
-    # fake_quantize's rule is a straight-through estimator, not a derivative: test_autodiff
-    checked = {s.op.name for s in GRAD_SAMPLES} | {"fake_quantize"}
+    # fake_quantize's rule is a straight-through estimator, not a derivative: test_autodiff;
+    # matmul_nbits takes float32 / float16 x, not this harness's float64: finite differences in
+    # tests/quant/test_qat.py
+    checked = {s.op.name for s in GRAD_SAMPLES} | {"fake_quantize", "matmul_nbits"}
     assert sorted(op.name for op in VJPS if op.name not in checked) == []
 
 

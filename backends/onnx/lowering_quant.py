@@ -2,7 +2,8 @@
 
 quantize_linear / dequantize_linear map to QuantizeLinear / DequantizeLinear (blocked scales and
 4-bit types need opset 21). fake_quantize is written out with Div, Round, Clip. dynamic_quant_matmul
-is DynamicQuantizeLinear + MatMulInteger. matmul_nbits is ONNX Runtime's com.microsoft MatMulNBits
+is ONNX Runtime's com.microsoft DynamicQuantizeMatMul for target "ort" and DynamicQuantizeLinear +
+MatMulInteger for target "portable". matmul_nbits is ONNX Runtime's com.microsoft MatMulNBits
 for target "ort" and a dequantise-then-MatMul with standard ops for target "portable".
 """
 
@@ -85,6 +86,9 @@ def _fake_quantize_onnx(b: OnnxBuilder, x: str, scale: str, zero_point: str, *, 
 @LOWERINGS.register(ops.dynamic_quant_matmul)
 def _dynamic_quant_matmul_onnx(b: OnnxBuilder, x: str, w: str, w_scale: str,
                                w_zero_point: str | None, bias: str | None) -> str:
+    if b.target == "ort":  # the fused kernel ORT would make of the portable form, bias included
+        return b.op("DynamicQuantizeMatMul", x, w, w_scale, w_zero_point, bias,
+                    domain="com.microsoft")
     q, x_scale, x_zero_point = b.op_n("DynamicQuantizeLinear", 3, x)
     acc = b.op("MatMulInteger", q, w, x_zero_point, w_zero_point)
     y = b.op("Mul", b.op("Cast", acc, to=onnx_dtype(float32)),
