@@ -14,11 +14,12 @@ Data movement (the ``SHAPE`` ops, identity, stop_gradient, constants) costs 0; a
 
 Memory (:func:`live_bytes`, :func:`peak_memory`) follows the NumPy interpreter with in-place
 execution off (``Interpreter(..., inplace=False)``; ``passes.plan_memory.planned_peak`` models
-in-place writes and views): nodes run in graph order, a node's outputs are allocated while its inputs are still held, and a value is
-released right after its last reader (:func:`lbdl_graph.analysis.last_uses`); graph outputs are
-never released. Graph inputs and parameters are not counted. Each value counts its own type's
-bytes, as :class:`~lbdl_graph.backends.numpy.NodeProfile` ``out_bytes`` does (a view or an
-identity output counts again, although NumPy may share the buffer).
+in-place writes and views): nodes run in graph order, a node's outputs are allocated while its
+inputs are still held, and a value is released right after its last reader
+(:func:`lbdl_graph.analysis.last_uses`); graph outputs are never released. Graph inputs and
+parameters are not counted. Each value counts its own type's bytes, as
+:class:`~lbdl_graph.backends.numpy.NodeProfile` ``out_bytes`` does (a view or an identity output
+counts again, although NumPy may share the buffer).
 """
 
 from __future__ import annotations

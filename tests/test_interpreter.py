@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from lbdl_graph.backends.numpy import Interpreter, run
 
 from lbdl_graph import ExecutionError, GraphBuilder, InputError, NumericError, ops
+from lbdl_graph.backends.numpy import Interpreter, run
 
 
 def _mlp():  # type: ignore[no-untyped-def]

@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from lbdl_graph.backends.numpy import KERNELS
 from onnx import helper
 from onnx.reference import ReferenceEvaluator
 
+from lbdl_graph.backends.numpy import KERNELS
 from lbdl_graph.dtypes import dtype
 from lbdl_graph.types import tensor_type
 from tests.op_db import OP_DB, OpSample

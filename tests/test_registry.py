@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib
 
 import pytest
-from lbdl_graph.frontends.cli.ops_cmd import FACETS
 
 from lbdl_graph import OPS, OpTable
+from lbdl_graph.frontends.cli.ops_cmd import FACETS
 
 
 @pytest.mark.parametrize(("title", "module", "attr"), FACETS, ids=[f[0] for f in FACETS])

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from lbdl_graph.backends.numpy import run
 
 from lbdl_graph import ops
+from lbdl_graph.backends.numpy import run
 from lbdl_graph.builder import GraphBuilder
 from lbdl_graph.dtypes import dtype
 from lbdl_graph.opdef import OpDef
