@@ -22,9 +22,11 @@ from .loss import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
     cross_entropy,
+    info_nce,
     l1_loss,
     mse_loss,
     nll_loss,
+    triplet_margin_loss,
 )
 from .manipulation import (
     cat,
@@ -74,6 +76,7 @@ __all__ = [
     "full_like",
     "gelu",
     "global_avg_pool",
+    "info_nce",
     "l1_loss",
     "layer_norm",
     "leaky_relu",
@@ -96,6 +99,7 @@ __all__ = [
     "split",
     "stack",
     "tanh",
+    "triplet_margin_loss",
     "where",
     "zeros_like",
 ]

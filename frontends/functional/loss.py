@@ -1,4 +1,5 @@
-"""Losses: mean squared error, cross-entropy from logits, NLL and binary cross-entropy.
+"""Losses: mean squared error, cross-entropy from logits, NLL, binary cross-entropy and the
+contrastive losses (the book's triplet margin loss, section 3.1, and InfoNCE, CLIP's loss).
 
 Arguments follow ``torch.nn.functional`` positions (``weight`` third where PyTorch has it) with
 ``reduction`` in ('mean', 'sum', 'none') as a keyword. Cross-entropy accepts class indices (int)
@@ -20,9 +21,11 @@ __all__ = [
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
+    "info_nce",
     "l1_loss",
     "mse_loss",
     "nll_loss",
+    "triplet_margin_loss",
 ]
 
 
@@ -188,4 +191,73 @@ def binary_cross_entropy(input: Any, target: Any, weight: Any | None = None, *,
     loss = -(y * log_p + (one - y) * log_q)
     if weight is not None:
         loss = loss * _target(weight, p)
+    return _reduce(loss, reduction)
+
+
+def _distance(a: Tensor, b: Tensor, p: float, eps: float) -> Tensor:
+    """``||a - b + eps||_p`` over the last dim (``torch.nn.functional.pairwise_distance``)."""
+    d = (a - b + const(eps, a)).abs()
+    if p == 2.0:
+        return (d * d).sum(-1).sqrt()
+    if p == 1.0:
+        return d.sum(-1)
+    return (d ** const(p, d)).sum(-1) ** const(1.0 / p, d)
+
+
+def triplet_margin_loss(anchor: Any, positive: Any, negative: Any, *, margin: float = 1.0,
+                        p: float = 2.0, eps: float = 1e-6, swap: bool = False,
+                        reduction: str = "mean") -> Tensor:
+    """The book's contrastive loss on triplets (section 3.1), as in PyTorch:
+    ``max(0, margin + d(anchor, positive) - d(anchor, negative))`` with ``d`` the p-norm
+    distance along the last dim; ``swap`` uses ``min(d(a, n), d(p, n))`` as the negative
+    distance (Balntas et al. 2016). Zero once every negative is ``margin`` farther than its
+    positive."""
+    a = float_tensor(anchor, "triplet_margin_loss")
+    pos, neg = _target(positive, a), _target(negative, a)
+    _same_shape(a, pos, "triplet_margin_loss (positive)")
+    _same_shape(a, neg, "triplet_margin_loss (negative)")
+    if a.ndim not in (1, 2):
+        raise error(ShapeError, f"triplet_margin_loss expects (N, D) or (D,) embeddings, got "
+                    f"{a.type}")
+    if not p > 0:
+        raise error(OpError, f"triplet_margin_loss: p must be > 0, got {p}")
+    d_pos, d_neg = _distance(a, pos, p, eps), _distance(a, neg, p, eps)
+    if swap:
+        d_neg = d_neg.minimum(_distance(pos, neg, p, eps))
+    return _reduce((d_pos - d_neg + const(margin, a)).relu(), reduction)
+
+
+def _unit(x: Tensor, eps: float = 1e-12) -> Tensor:
+    return x / (x * x).sum(-1, keepdim=True).sqrt().clamp(min=eps)
+
+
+def info_nce(query: Any, key: Any, temperature: Any = 0.07, *, normalize: bool = True,
+             symmetric: bool = True, reduction: str = "mean") -> Tensor:
+    """InfoNCE (van den Oord et al. 2018), the contrastive loss of CLIP (book section 6.6) and
+    SimCLR, on N pairs of embeddings ``query`` (N, D) and ``key`` (N, D): the i-th query
+    matches the i-th key and the other N - 1 keys of the batch are its negatives.
+
+    ``logits = q @ k.T / temperature`` (q, k L2-normalised when ``normalize``: cosine
+    similarities), then the cross-entropy of every row with its diagonal entry as the target;
+    ``symmetric`` averages it with the column-wise (key -> query) cross-entropy, as CLIP does.
+    ``temperature`` may be a float or a scalar Tensor, e.g. ``log_t.exp()`` of a learned
+    parameter. With ``reduction="none"`` the result is the (N,) loss of each pair.
+    """
+    q = float_tensor(query, "info_nce")
+    k = _target(key, q)
+    if q.ndim != 2 or k.ndim != 2 or q.shape[1] != k.shape[1]:
+        raise error(ShapeError, f"info_nce expects (N, D) query and key embeddings, got "
+                    f"{q.type} and {k.type}")
+    if isinstance(q.shape[0], int) and isinstance(k.shape[0], int) and q.shape[0] != k.shape[0]:
+        raise error(ShapeError, f"info_nce: {q.shape[0]} queries but {k.shape[0]} keys; each "
+                    "query needs its matching key")
+    if normalize:
+        q, k = _unit(q), _unit(k)
+    t = temperature if isinstance(temperature, Tensor) else const(temperature, q)
+    logits = (q @ k.T) / t
+    rows = Tensor(ops.iota_like(logits.value, axis=0))
+    eye = (rows == Tensor(ops.iota_like(logits.value, axis=1))).to(q.dtype)
+    loss = -(logits.log_softmax(-1) * eye).sum(-1)
+    if symmetric:
+        loss = (loss - (logits.log_softmax(0) * eye).sum(0)) * const(0.5, q)
     return _reduce(loss, reduction)

@@ -1,0 +1,76 @@
+"""Every script in ``examples/`` runs end to end with ``--quick`` (a few training steps): exit
+status 0, its measurement lines printed, and ONNX Runtime agreeing with NumPy on the exported
+model. Each script runs in its own process, with ``--out`` in a temporary directory."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+#: script -> regular expressions its output must contain (besides the ONNX check line)
+EXPECTED: dict[str, list[str]] = {
+    "classify_digits.py": [r"loss curves numpy vs onnxruntime: max abs difference per epoch",
+                           r"held-out accuracy: trained on numpy \d\.\d{3}",
+                           r"held-out accuracy: trained on onnxruntime \d\.\d{3}"],
+    "denoising_autoencoder.py": [r"PSNR vs clean test images: noisy input +\d+\.\d+ dB",
+                                 r"PSNR vs clean test images: trained autoencoder +\d+\.\d+ dB"],
+    "detection.py": [r"best anchor without regression: mean IoU",
+                     r"trained +detector: recall@0\.5 \d\.\d{3} +precision@0\.5"],
+    "segmentation.py": [r"all background +pixel accuracy", r"trained U-Net +pixel accuracy "
+                        r"\d\.\d{3} +mIoU \d\.\d{3}"],
+    "clip_contrastive.py": [r"temperature: initial 0\.0700, learned",
+                            r"trained +zero-shot caption accuracy \d\.\d{3}"],
+    "dqn_gridworld.py": [r"random policy +mean return", r"trained DQN \(greedy\) +mean return",
+                         r"optimal \(BFS\) +mean return"],
+    "generate_text.py": [r"held-out cross-entropy \(nats/char\): uniform .* GPT \d\.\d{3}",
+                         r"--- GPT sample at temperature 0\.5", r"--- GPT sample at "
+                         r"temperature 1\.0"],
+    "diffusion_2d.py": [r"Gaussian fit \(baseline\) +energy distance",
+                        r"trained DDPM +energy distance \d+\.\d{4} +blobs covered \d/8"],
+    "gan_2d.py": [r"second-order parameter gradient",
+                  r"gradient-penalty critic step exported to .*gan_critic_step\.onnx: "
+                  r"onnxruntime vs numpy on one step, .* \[agree\]",
+                  r"trained generator +energy distance"],
+    "gnn_communities.py": [r"held-out node accuracy: features only \(no edges\)",
+                           r"held-out node accuracy: trained GCN +\d\.\d{3}"],
+    "lstm_language_model.py": [r"held-out cross-entropy \(nats/char\): .* LSTM \d\.\d{3}",
+                               r"--- LSTM sample at temperature 0\.7"],
+    "remat_checkpointing.py": [r"peak activations [\d.]+ MiB -> [\d.]+ MiB",
+                               r"losses bit-identical True, final weights and Adam moments "
+                               r"bit-identical True"],
+}
+ONNX_LINE = r"onnx: wrote .*\.onnx .* onnxruntime \(\w+\) vs numpy .* \[agree within"
+
+
+def test_every_example_is_tested() -> None:
+    scripts = {p.name for p in EXAMPLES.glob("*.py") if not p.name.startswith("_")}
+    assert scripts == set(EXPECTED)
+
+
+@pytest.mark.parametrize("script", sorted(EXPECTED))
+def test_example_runs_quick(script: str, tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(EXAMPLES / script), "--quick", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=180,
+                          cwd=EXAMPLES.parent)
+    out = proc.stdout
+    assert proc.returncode == 0, f"{script} failed:\n{out}\n{proc.stderr}"
+    for pattern in [*EXPECTED[script], ONNX_LINE]:
+        assert re.search(pattern, out), f"{script}: no line matches {pattern!r}:\n{out}"
+    assert list(tmp_path.glob("*.onnx")), f"{script} wrote no ONNX model"
+
+
+def test_classify_digits_backends_train_identically(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "classify_digits.py"), "--quick",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=180,
+                          cwd=EXAMPLES.parent)
+    assert proc.returncode == 0, proc.stderr
+    gap = re.search(r"max abs difference per epoch ([\d.e+-]+)", proc.stdout)
+    assert gap is not None and float(gap.group(1)) < 1e-5, proc.stdout
+    accs = re.findall(r"trained on \w+ (\d\.\d{3})", proc.stdout)
+    assert len(accs) == 2 and accs[0] == accs[1], proc.stdout
