@@ -36,7 +36,10 @@ LossFn = Callable[[Any, Tensor], Tensor]
 
 
 def _ce(out: Tensor, y: Tensor) -> Tensor:
-    if out.ndim > 2:  # (N, T, C) sequence logits with (N, T) targets
+    # PyTorch's layout puts classes on axis 1 ((N, C, H, W) logits, (N, H, W) targets); sequence
+    # models give (N, T, C) logits with (N, T) targets: classes last
+    classes_last = out.ndim > 2 and tuple(y.shape) == tuple(out.shape[:-1])
+    if classes_last and tuple(y.shape) != tuple(out.shape[:1]) + tuple(out.shape[2:]):
         return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
     return F.cross_entropy(out, y)
 

@@ -148,3 +148,23 @@ def test_nan_names_the_first_node_and_user_line() -> None:
     with pytest.raises(NumericError) as info:
         fit(Bad(), x, np.zeros(8, np.int64), epochs=1, batch_size=8, progress=False)
     assert "sqrt" in (info.value.op or "") and "test_fit.py" in str(info.value)
+
+
+def test_cross_entropy_layouts() -> None:
+    """Classes on axis 1 for (N, C, H, W) segmentation logits, last for (N, T, C) sequences."""
+    from lbdl_graph.backends.numpy import run
+    from lbdl_graph.frontends import InputSpec, trace
+    from lbdl_graph.frontends.training.trainer import LOSSES
+
+    rng = np.random.default_rng(0)
+    for shape, target_shape, axis in (((2, 3, 4, 5), (2, 4, 5), 1), ((2, 6, 3), (2, 6), -1)):
+        logits = rng.normal(size=shape).astype(np.float32)
+        target = rng.integers(0, shape[axis], target_shape)
+        g = trace(lambda x, y: LOSSES["cross_entropy"](x, y),
+                  {"x": InputSpec(shape), "y": InputSpec(target_shape, "int64")})
+        got = float(run(g, {"x": logits, "y": target})["output"])
+        z = np.moveaxis(logits, axis, -1).reshape(-1, shape[axis]).astype(np.float64)
+        logp = z - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)) - z.max(
+            1, keepdims=True)
+        want = -logp[np.arange(len(z)), target.reshape(-1)].mean()
+        assert got == pytest.approx(want, rel=1e-5)
