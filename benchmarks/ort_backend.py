@@ -31,13 +31,13 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from _timing import interleaved
 
 from lbdl_graph.backends.numpy import Interpreter
 from lbdl_graph.backends.onnx.runner import OrtRunner, cuda_available
@@ -67,19 +67,6 @@ CLASSES = {"mlp": 10, "lenet": 10, "gpt_mini": 96}
 # ---------------------------------------------------------------- timing
 
 
-def interleaved(fns: Mapping[str, Callable[[], Any]], repeat: int, warmup: int = 3
-                ) -> dict[str, float]:
-    """Median seconds per call of each function, the functions called in turn each round."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeat):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def rel_err(a: float, b: float) -> float:

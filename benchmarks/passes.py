@@ -28,6 +28,7 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+from _timing import interleaved
 from threadpoolctl import threadpool_limits
 
 from lbdl_graph import GraphBuilder, ops
@@ -52,19 +53,6 @@ ORT_CASES = ("lenet", "resnet_tiny", "gpt_mini")
 FUSED = ("linear", "fused_conv", "attention", "layer_norm", "gelu", "fused_elementwise")
 
 
-def interleaved(fns: Mapping[str, Callable[[], Any]], rounds: int, warmup: int = 3
-                ) -> dict[str, float]:
-    """Median seconds per call of each function, the functions called in turn each round."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def _close(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], tol: float = 1e-4) -> None:

@@ -27,13 +27,13 @@ import collections
 import json
 import os
 import tempfile
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+from _timing import interleaved
 from sklearn.datasets import load_digits
 
 from lbdl_graph.backends.numpy import Interpreter
@@ -91,19 +91,6 @@ def variants(g: Graph, calib: list[dict[str, np.ndarray]], gpt: bool) -> dict[st
     return out
 
 
-def interleaved(fns: Mapping[str, Callable[[], Any]], repeat: int, warmup: int = 3
-                ) -> dict[str, float]:
-    """Median seconds per call of each function, the functions called in turn each round."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeat):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def sessions(graphs: Mapping[str, Graph], threads: int | None) -> dict[str, OrtRunner]:
