@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from onnx import ModelProto, NodeProto
+from onnx.defs import onnx_opset_version
 
 from lbdl_graph import ops
 from lbdl_graph.builder import GraphBuilder
@@ -126,6 +127,10 @@ class Importer:
             raise OnnxFeatureError(f"the shape value '{name}' = {self.symbolic[name].tolist()} "
                                    "depends on symbolic dims and is used as a tensor")
         else:
+            later = [n.name or n.op_type for n in self.model.graph.node if name in n.output]
+            if later:
+                raise self.src.error(f"tensor '{name}' is used before node '{later[0]}' produces "
+                                     "it: the graph has a cycle or is not topologically sorted")
             raise self.src.error(f"tensor '{name}' is used but never defined")
         self.values[name] = v
         return v
@@ -341,6 +346,10 @@ def import_onnx(model: ModelProto | str | os.PathLike[str] | bytes, *, name: str
     """
     proto, src = load_model(model, base_dir)
     opset = default_opset(proto)
+    newest = onnx_opset_version()
+    if opset > newest:
+        raise src.error(f"opset {opset} is newer than the newest this importer knows ({newest}); "
+                        f"re-export the model with opset {MIN_OPSET}..{newest}")
     if opset < MIN_OPSET:
         try:
             from onnx import version_converter

@@ -160,3 +160,26 @@ def test_sparse_initializer_and_sequence_inputs_are_reported() -> None:
     m.graph.sparse_initializer.append(helper.make_sparse_tensor(values, idx, [2]))
     with pytest.raises(OnnxUnsupportedError, match="sparse initializers"):
         import_onnx(m)
+
+
+def test_newer_opset_cycle_and_dangling_names_are_typed_errors() -> None:
+    from onnx import TensorProto, helper
+
+    from lbdl_graph.errors import OnnxError
+    from lbdl_graph.frontends.onnx import import_onnx
+
+    def model(nodes: list, opset: int = 21):  # type: ignore[no-untyped-def, type-arg]
+        g = helper.make_graph(nodes, "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+    with pytest.raises(OnnxError, match="newer than"):
+        import_onnx(model([helper.make_node("Relu", ["x"], ["y"])], opset=99))
+    cyclic = [helper.make_node("Add", ["x", "b"], ["a"], name="add"),
+              helper.make_node("Relu", ["a"], ["b"], name="relu"),
+              helper.make_node("Relu", ["b"], ["y"], name="out")]
+    with pytest.raises(OnnxError, match="cycle"):
+        import_onnx(model(cyclic))
+    with pytest.raises(OnnxError, match="never defined"):
+        import_onnx(model([helper.make_node("Relu", ["nope"], ["y"])]))
