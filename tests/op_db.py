@@ -48,6 +48,26 @@ class OpSample:
         return f"{self.op.name}-{self.label}" if self.label else self.op.name
 
 
+# float32 sums of a few dozen products: absolute error around 1e-6 per unit of magnitude
+TOL32: dict[str, float] = {"rtol": 1e-4, "atol": 1e-5}
+TOL64: dict[str, float] = {"rtol": 1e-10, "atol": 1e-12}
+
+
+def tol(dt: type) -> dict[str, float]:
+    """The comparison tolerances of a float dtype (float32 or float64)."""
+    return TOL32 if dt is np.float32 else TOL64
+
+
+def randn(*shapes: tuple[int, ...] | None, dt: type = np.float32
+          ) -> Callable[[np.random.Generator], Arrays]:
+    """A generator of standard-normal inputs of the given shapes (None = absent input)."""
+
+    def make(rng: np.random.Generator) -> Arrays:
+        return [None if s is None else rng.standard_normal(s).astype(dt) for s in shapes]
+
+    return make
+
+
 def _load() -> list[OpSample]:
     from tests import samples
 

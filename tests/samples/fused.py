@@ -19,26 +19,17 @@ import numpy as np
 from scipy import special
 
 from lbdl_graph import ops
-from tests.op_db import Arrays, OpSample
+from tests.op_db import TOL32, TOL64, Arrays, OpSample
+from tests.op_db import randn as _randn
+from tests.op_db import tol as _tol
 
 __all__ = ["SAMPLES"]
 
 F32 = np.float32
 F64 = np.float64
 Shape = tuple[int, ...]
-TOL32: dict[str, float] = {"rtol": 1e-4, "atol": 1e-5}
-TOL64: dict[str, float] = {"rtol": 1e-10, "atol": 1e-12}
 
 
-def _tol(dt: type) -> dict[str, float]:
-    return TOL32 if dt is F32 else TOL64
-
-
-def _randn(*shapes: Shape | None, dt: type = F32) -> Callable[[np.random.Generator], Arrays]:
-    def make(rng: np.random.Generator) -> Arrays:
-        return [None if s is None else rng.standard_normal(s).astype(dt) for s in shapes]
-
-    return make
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:

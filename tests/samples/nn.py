@@ -18,6 +18,8 @@ import numpy as np
 
 from lbdl_graph import ops
 from tests.op_db import Arrays, OpSample
+from tests.op_db import randn as _randn
+from tests.op_db import tol as _tol
 
 __all__ = ["SAMPLES"]
 
@@ -25,22 +27,8 @@ F32 = np.float32
 F64 = np.float64
 Shape = tuple[int, ...]
 
-# float32 sums of a few dozen products: absolute error around 1e-6 per unit of magnitude
-TOL32: dict[str, float] = {"rtol": 1e-4, "atol": 1e-5}
-TOL64: dict[str, float] = {"rtol": 1e-10, "atol": 1e-12}
 
 
-def _tol(dt: type) -> dict[str, float]:
-    return TOL32 if dt is F32 else TOL64
-
-
-def _randn(*shapes: Shape | None, dt: type = F32) -> Callable[[np.random.Generator], Arrays]:
-    """A generator of standard-normal inputs of the given shapes (None = absent input)."""
-
-    def make(rng: np.random.Generator) -> Arrays:
-        return [None if s is None else rng.standard_normal(s).astype(dt) for s in shapes]
-
-    return make
 
 
 def _onnx_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
