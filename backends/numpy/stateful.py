@@ -34,14 +34,20 @@ class NumpyStepRunner:
         self.graph = graph
         self.state_names = tuple(state_names)
         self._state = {s: np.asarray(initial[s]) for s in state_names}
+        self._previous = dict(self._state)
         self._interp = Interpreter(graph, **options)
 
     def step(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Run one step; returns the non-state outputs (loss, metrics)."""
+        self._previous = dict(self._state)  # the arrays are replaced, never written: no copy
         out = self._interp.run({**batch, **self._state})
         for s in self.state_names:
             self._state[s] = out.pop(f"{s}:next")
         return out
+
+    def previous_state(self) -> dict[str, np.ndarray]:
+        """The state before the last step."""
+        return dict(self._previous)
 
     def state(self) -> dict[str, np.ndarray]:
         """The current state (host arrays)."""

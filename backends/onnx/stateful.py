@@ -165,6 +165,11 @@ class OrtStatefulRunner:
         cur = self._buffers[self._step % 2]
         return {name: v.numpy().copy() for name, v in zip(self.state_map, cur, strict=True)}
 
+    def previous_state(self) -> dict[str, np.ndarray]:
+        """The state before the last step (still held in the other ping-pong buffer)."""
+        prev = self._buffers[(self._step - 1) % 2] if self._step else self._buffers[0]
+        return {name: v.numpy().copy() for name, v in zip(self.state_map, prev, strict=True)}
+
     def set_state(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Replace some state tensors (same dtypes and shapes)."""
         cur = self._buffers[self._step % 2]

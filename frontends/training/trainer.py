@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from lbdl_graph.errors import InputError, NumericError
+from lbdl_graph.errors import CheckpointError, InputError, NumericError
 from lbdl_graph.graph import Graph
 from lbdl_graph.passes.optim import Adam, Optimizer
 from lbdl_graph.passes.train_step import TrainStep, make_train_step, params_to_inputs
@@ -162,22 +162,28 @@ def fit(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_ent
         metrics: Sequence[str | tuple[str, LossFn]] = (), optimizer: Optimizer | None = None,
         epochs: int = 1, batch_size: int = 32, validation_split: float = 0.0,
         validation_data: tuple[Any, Any] | None = None, shuffle: bool = True, seed: int = 0,
-        early_stopping: int | None = None, monitor: str = "val_loss",
+        early_stopping: int | None = None, monitor: str = "val_loss", mode: str = "auto",
         backend: str = "numpy", clip_grad_norm: float | None = None,
         progress: bool | None = None, checkpoint: str | Path | None = None,
         resume: str | Path | None = None, max_steps: int | None = None) -> History:
     """Train ``model`` on ``x`` (an array or a dict of named arrays) and targets ``y``.
 
     ``y=None`` trains a reconstruction (autoencoder) on the first input. ``early_stopping=k``
-    stops after k epochs without improvement of ``monitor`` and restores the best weights.
-    ``checkpoint`` is written after every epoch (atomically); ``resume`` continues from one.
+    stops after k epochs without improvement of ``monitor`` and restores the best weights;
+    ``mode`` says whether lower ("min") or higher ("max") is better ("auto": min for losses,
+    max for accuracies, an error for other names). ``checkpoint`` is written after every epoch
+    and when ``max_steps`` stops mid-epoch (atomically); ``resume`` continues from one, at the
+    batch where it stopped.
     The trained parameters and buffers are loaded back into ``model``. Returns the History.
     """
     if epochs < 1 or batch_size < 1:
         raise InputError(f"epochs and batch_size must be >= 1 (got {epochs}, {batch_size})")
     data = _as_inputs(x)
+    if "y" in data:
+        raise InputError("input name 'y' is reserved for the targets; rename that input")
     if y is not None:
         data["y"] = np.asarray(y)
+    better_is = _direction(monitor, mode) if early_stopping is not None else "min"
     n = {len(v) for v in data.values()}
     if len(n) != 1:
         lengths = {k: len(v) for k, v in data.items()}
@@ -203,31 +209,36 @@ def fit(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_ent
     runner = make_step_runner(step, backend)
     ev_runner = make_eval_runner(ev, backend)
     history = History()
-    start_epoch = 0
+    start_epoch, skip = 0, 0
     if resume is not None:
         state, meta = load_checkpoint(resume)
+        missing = sorted(set(step.info.state) - set(state))
+        extra = sorted(set(state) - set(step.info.state))
+        if missing or extra:
+            raise CheckpointError(f"checkpoint {resume} does not fit this model and optimizer: "
+                                  f"missing {missing}, unexpected {extra}")
         runner.set_state(state)
-        start_epoch = int(meta.get("epoch", 0))
-        history.epochs = list(meta.get("history", []))
+        start_epoch, skip = int(meta.get("epoch", 0)), int(meta.get("batch", 0))
+        history.epochs = [e for e in meta.get("history", []) if not e.get("partial")]
     best: tuple[float, dict[str, np.ndarray]] | None = None
     bad_epochs = 0
     steps_done = 0
     show = sys.stderr.isatty() if progress is None else progress
     for epoch in range(start_epoch, epochs):
         order_rng = np.random.default_rng([seed, epoch]) if shuffle else None
-        batches = _batches(total, batch_size, order_rng)
+        batches = _batches(total, batch_size, order_rng)[skip:]
+        first_batch, skip = len(_batches(total, batch_size, None)) - len(batches), 0
         sums: dict[str, float] = {}
         seen = 0
         t0 = time.perf_counter()
         bar = _progress(len(batches), epoch, epochs, show)
-        for idx in batches:
+        stopped = False
+        for done, idx in enumerate(batches, start=first_batch + 1):
             batch = {k: v[idx] for k, v in data.items()}
-            before = runner.state() if backend == "numpy" else None  # cheap: no copies
             out = runner.step(batch)
             lv = float(out[step.info.loss])
             if not math.isfinite(lv):
-                raise _first_bad_node(step, batch, before if before is not None
-                                      else runner.state(), lv, epoch)
+                raise _first_bad_node(step, batch, runner.previous_state(), lv, epoch)
             for k in (step.info.loss, *step.info.metrics):
                 sums[k] = sums.get(k, 0.0) + float(out[k]) * len(idx)
             steps_done += 1
@@ -237,24 +248,28 @@ def fit(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_ent
                 shown = {k: f"{float(out[k]):.4f}" for k in step.info.metrics if k != "lr"}
                 bar.set_postfix(loss=f"{lv:.4f}", **shown, refresh=False)
             if max_steps is not None and steps_done >= max_steps:
+                stopped = done < first_batch + len(batches)
                 break
         if bar is not None:
             bar.close()
         record = {k: v / max(seen, 1) for k, v in sums.items() if k != "lr"}
         record["epoch"] = epoch + 1
         record["seconds"] = time.perf_counter() - t0
+        if stopped:
+            record["partial"] = True
         if val is not None:
             record.update({f"val_{k}": v for k, v in
                            evaluate(ev_runner, val, runner.state(), batch_size).items()})
         history.epochs.append(record)
         if checkpoint is not None:
-            save_checkpoint(checkpoint, runner.state(), {"epoch": epoch + 1,
-                                                         "history": history.epochs})
+            # a partial epoch resumes at its next batch (same shuffled order)
+            position = {"epoch": epoch, "batch": done} if stopped else {"epoch": epoch + 1}
+            save_checkpoint(checkpoint, runner.state(), {**position, "history": history.epochs})
         if early_stopping is not None:
             if monitor not in record:
                 raise InputError(f"cannot monitor {monitor!r}; recorded: {sorted(record)}")
             score = record[monitor]
-            better = best is None or (score > best[0] if "acc" in monitor else score < best[0])
+            better = best is None or (score > best[0] if better_is == "max" else score < best[0])
             if better:
                 best, bad_epochs = (score, runner.state()), 0
                 history.best_epoch = epoch + 1
@@ -268,6 +283,20 @@ def fit(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_ent
     final = best[1] if (early_stopping is not None and best is not None) else runner.state()
     _load_into(model, final)
     return history
+
+
+def _direction(monitor: str, mode: str) -> str:
+    """'min' or 'max': which way ``monitor`` improves."""
+    if mode in ("min", "max"):
+        return mode
+    if mode != "auto":
+        raise InputError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+    if "loss" in monitor:
+        return "min"
+    if "acc" in monitor:
+        return "max"
+    raise InputError(f"cannot tell whether {monitor!r} should go up or down; pass mode='min' "
+                     "or mode='max'")
 
 
 def _first_bad_node(step: TrainStep, batch: Mapping[str, np.ndarray],

@@ -132,7 +132,8 @@ def test_bad_arguments() -> None:
         fit(nn.Linear(2, 2), x, np.zeros(8, np.int64), epochs=0, progress=False)
 
 
-def test_nan_names_the_first_node_and_user_line() -> None:
+@pytest.mark.parametrize("backend", ["numpy", "onnxruntime"])
+def test_nan_names_the_first_node_and_user_line(backend: str) -> None:
     class Bad(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -146,7 +147,8 @@ def test_nan_names_the_first_node_and_user_line() -> None:
     from lbdl_graph.errors import NumericError
 
     with pytest.raises(NumericError) as info:
-        fit(Bad(), x, np.zeros(8, np.int64), epochs=1, batch_size=8, progress=False)
+        fit(Bad(), x, np.zeros(8, np.int64), epochs=1, batch_size=8, progress=False,
+            backend=backend)
     assert "sqrt" in (info.value.op or "") and "test_fit.py" in str(info.value)
 
 
@@ -168,3 +170,67 @@ def test_cross_entropy_layouts() -> None:
             1, keepdims=True)
         want = -logp[np.arange(len(z)), target.reshape(-1)].mean()
         assert got == pytest.approx(want, rel=1e-5)
+
+
+def _tiny_data() -> tuple[np.ndarray, np.ndarray]:
+    xtr, ytr, _, _ = digits()
+    return xtr[:128], ytr[:128]
+
+
+def _tiny_model(extra: bool = False) -> nn.Module:
+    manual_seed(4)
+    layers = [nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10)]
+    if extra:
+        layers += [nn.ReLU(), nn.Linear(10, 10)]
+    return nn.Sequential(*layers)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "onnxruntime"])
+def test_resume_rejects_a_checkpoint_of_another_model_or_optimizer(tmp_path: Path,
+                                                                    backend: str) -> None:
+    from lbdl_graph.errors import CheckpointError
+
+    x, y = _tiny_data()
+    ck = tmp_path / "ck.safetensors"
+    fit(_tiny_model(), x, y, optimizer=SGD(0.1), backend=backend, checkpoint=ck, progress=False)
+    with pytest.raises(CheckpointError, match="missing"):
+        fit(_tiny_model(extra=True), x, y, optimizer=SGD(0.1), backend=backend, resume=ck,
+            progress=False)
+    with pytest.raises(CheckpointError, match=r"opt\.m/"):
+        fit(_tiny_model(), x, y, optimizer=Adam(), backend=backend, resume=ck, progress=False)
+
+
+def test_max_steps_checkpoint_resumes_mid_epoch_bit_identically(tmp_path: Path) -> None:
+    x, y = _tiny_data()  # 4 batches of 32 per epoch
+    ck = tmp_path / "ck.safetensors"
+    ref = _tiny_model()
+    fit(ref, x, y, epochs=2, batch_size=32, progress=False)
+    a = _tiny_model()
+    fit(a, x, y, epochs=2, batch_size=32, max_steps=3, checkpoint=ck, progress=False)
+    b = _tiny_model()
+    hist = fit(b, x, y, epochs=2, batch_size=32, resume=ck, progress=False)
+    assert [e["epoch"] for e in hist.epochs] == [1, 2]
+    for k, v in ref.state_dict().items():
+        np.testing.assert_array_equal(b.state_dict()[k], v)
+
+
+def test_early_stopping_direction() -> None:
+    x, y = _tiny_data()
+
+    def score(out, t):  # type: ignore[no-untyped-def]
+        return (out.argmax(-1) == t).float().mean()
+
+    with pytest.raises(InputError, match="mode="):
+        fit(_tiny_model(), x, y, metrics=[("score", score)], validation_split=0.25,
+            monitor="val_score", early_stopping=2, progress=False)
+    hist = fit(_tiny_model(), x, y, epochs=6, metrics=[("score", score)], optimizer=Adam(1e-2),
+               validation_split=0.25, monitor="val_score", mode="max", early_stopping=2,
+               progress=False)
+    best = max(hist["val_score"])
+    assert hist["val_score"][hist.best_epoch - 1] == best
+
+
+def test_input_named_y_is_rejected() -> None:
+    x, y = _tiny_data()
+    with pytest.raises(InputError, match="reserved"):
+        fit(_tiny_model(), {"y": x}, y, progress=False)
