@@ -253,13 +253,18 @@ class Module:
             if k not in state_dict:
                 continue
             arr = np.asarray(getattr(state_dict[k], "data", state_dict[k]))
+            target = leaf.data.dtype
             if arr.shape != leaf.data.shape:
                 mismatched.append(f"{k}: checkpoint {tuple(arr.shape)}, model "
                                   f"{tuple(leaf.data.shape)}")
-            arrays[k] = arr
+            elif not np.can_cast(arr.dtype, target, casting="same_kind"):
+                # float -> int or str -> float would truncate or fail half-way through
+                mismatched.append(f"{k}: checkpoint dtype {arr.dtype}, model {target}")
+            else:
+                arrays[k] = arr.astype(target, copy=False)
         problems = []
         if mismatched:
-            problems.append("shape mismatch for " + "; ".join(mismatched))
+            problems.append("shape/dtype mismatch for " + "; ".join(mismatched))
         if strict and missing:
             problems.append("missing keys: " + ", ".join(missing))
         if strict and unexpected:
@@ -270,7 +275,7 @@ class Module:
                                   hint=None if mismatched else "pass strict=False to load a "
                                   "partial state dict")
         for k, arr in arrays.items():
-            leaves[k].data[...] = arr.astype(leaves[k].data.dtype, copy=False)
+            leaves[k].data[...] = arr
         return IncompatibleKeys(missing, unexpected)
 
     # ---- modes ----

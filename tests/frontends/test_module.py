@@ -223,3 +223,19 @@ def test_module_to_double_converts_float_parameters_only():
     bn = nn.BatchNorm1d(2).double()
     assert bn.weight.data.dtype == np.float64 and bn.running_mean.data.dtype == np.float64
     assert bn.num_batches_tracked.data.dtype == np.int64
+
+
+def test_load_state_dict_rejects_bad_dtypes_without_writing() -> None:
+    from lbdl_graph.errors import CheckpointError
+    from lbdl_graph.frontends import nn as lnn
+
+    m = lnn.Sequential(lnn.Linear(2, 2), lnn.BatchNorm1d(2))
+    before = {k: v.copy() for k, v in m.state_dict().items()}
+    sd = {k: np.full_like(v, 7) for k, v in before.items()}
+    sd["0.bias"] = np.array(["a", "b"])
+    sd["1.num_batches_tracked"] = np.array(2.5)  # float into an int buffer would truncate
+    with pytest.raises(CheckpointError) as info:
+        m.load_state_dict(sd)
+    assert "0.bias" in str(info.value) and "num_batches_tracked" in str(info.value)
+    for k, v in m.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])  # nothing was written
