@@ -97,3 +97,17 @@ def test_dropout_eval_mode_is_identity_and_train_mode_drops() -> None:
     np.testing.assert_array_equal(next(iter(run(g, feeds, training=False).values())), 1.0)
     out = next(iter(run(g, feeds).values()))
     assert set(np.unique(out)) <= {0.0, 2.0} and 400 < (out == 0).sum() < 600
+
+
+def test_outputs_never_alias_parameters_or_inputs() -> None:
+    with GraphBuilder("alias") as b:
+        x = b.input("x", "f32", (3,))
+        w = b.param("w", np.ones(3, np.float32))
+        g = b.build({"y": ops.add(x, w), "w_out": w, "x_view": ops.reshape(x, shape=(3, 1))})
+    xs = np.zeros(3, np.float32)
+    out = run(g, {"x": xs})
+    out["w_out"] *= 100
+    out["x_view"] += 5
+    np.testing.assert_array_equal(g.params[0].data, 1.0)
+    np.testing.assert_array_equal(xs, 0.0)
+    np.testing.assert_array_equal(run(g, {"x": xs})["y"], 1.0)

@@ -34,7 +34,7 @@ from lbdl_graph.graph import Graph, Node, Value
 from lbdl_graph.opdef import OpDef
 
 __all__ = ["INPLACE_MIN_BYTES", "UFUNCS", "VIEW_OPS", "UfuncSpec", "make_inplace",
-           "may_alias", "plan_inplace"]
+           "may_alias", "plan_inplace", "value_roots"]
 
 INPLACE_MIN_BYTES = 16 * 1024
 """Statically smaller arrays never try in place (allocation is cheap there; the check is not)."""
@@ -113,6 +113,18 @@ def _static_bytes(v: Value) -> int | None:
     return math.prod(v.shape) * v.dtype.numpy.itemsize
 
 
+def value_roots(graph: Graph, *, training: bool = True) -> dict[Value, Value]:
+    """For every node output, the value whose producer allocated its buffer (itself unless the
+    node may return a view of, or the very array of, its first input)."""
+    root: dict[Value, Value] = {}
+    for node in graph.nodes:
+        alias = may_alias(node, training=training) and node.inputs and node.inputs[0] is not None
+        for v in node.outputs:
+            src = node.inputs[0] if alias else None
+            root[v] = root.get(src, src) if src is not None else v
+    return root
+
+
 def plan_inplace(graph: Graph, *, training: bool = True,
                  min_bytes: int = INPLACE_MIN_BYTES) -> dict[int, tuple[int, ...]]:
     """Node index -> the input positions it may overwrite, in order of preference."""
@@ -122,15 +134,9 @@ def plan_inplace(graph: Graph, *, training: bool = True,
         for v in dead:
             last[v] = i
     pinned_values = set(graph.inputs) | {p.value for p in graph.params} | set(graph.outputs)
-    root: dict[Value, Value] = {}  # the value whose producer allocated this value's buffer
-    owner: set[Value] = set()
-    for node in nodes:
-        alias = may_alias(node, training=training) and node.inputs and node.inputs[0] is not None
-        for v in node.outputs:
-            src = node.inputs[0] if alias else None
-            root[v] = root.get(src, src) if src is not None else v
-            if not alias and node.op not in _SHARED_OPS:
-                owner.add(v)
+    root = value_roots(graph, training=training)
+    owner = {v for node in nodes for v in node.outputs
+             if root[v] is v and node.op not in _SHARED_OPS}
     holders: dict[Value, list[Value]] = {}
     for v, r in root.items():
         holders.setdefault(r, []).append(v)

@@ -25,7 +25,7 @@ from lbdl_graph.graph import Graph, Node, Value
 from lbdl_graph.passes.plan_memory import MemoryReport, memory_report
 from lbdl_graph.verify import verify
 
-from .inplace import make_inplace, may_alias, plan_inplace
+from .inplace import make_inplace, may_alias, plan_inplace, value_roots
 from .kernels import KERNELS
 
 __all__ = ["Interpreter", "MemoryReport", "NodeProfile", "run"]
@@ -107,6 +107,12 @@ class Interpreter:
         self._input_slots = [(v, slot[v]) for v in graph.inputs]
         self._param_slots = [(p, slot[p.value]) for p in graph.params]
         self._output_slots = [(v.name, slot[v]) for v in graph.outputs]
+        # outputs that are (views of) a caller's input or a parameter's data are returned as
+        # copies, so that writing into a result never changes the graph or the caller's arrays
+        roots = value_roots(graph, training=training)
+        held = set(graph.inputs) | {p.value for p in graph.params}
+        self._copied_outputs = frozenset(slot[v] for v in graph.outputs
+                                         if roots.get(v, v) in held)
         keep = {slot[v] for v in graph.inputs} | {slot[p.value] for p in graph.params}
         frees = last_uses(graph)
         self.inplace = inplace
@@ -189,7 +195,8 @@ class Interpreter:
                 self._run_checked(env)
             else:
                 self._run_fast(env)
-        return {name: env[s] for name, s in self._output_slots}
+        copied = self._copied_outputs
+        return {name: env[s].copy() if s in copied else env[s] for name, s in self._output_slots}
 
     def inplace_nodes(self) -> list[str]:
         """Names of the nodes planned to run in place (each still checks at run time)."""
