@@ -33,6 +33,7 @@ from .runners import make_eval_runner, make_step_runner
 __all__ = ["LOSSES", "METRICS", "History", "compile_training", "evaluate", "fit"]
 
 LossFn = Callable[[Any, Tensor], Tensor]
+BEST = "best/"  # checkpoint prefix of early stopping's best weights
 
 
 def _ce(out: Tensor, y: Tensor) -> Tensor:
@@ -210,8 +211,15 @@ def fit(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_ent
     ev_runner = make_eval_runner(ev, backend)
     history = History()
     start_epoch, skip = 0, 0
+    best: tuple[float, dict[str, np.ndarray]] | None = None
+    bad_epochs = 0
     if resume is not None:
         state, meta = load_checkpoint(resume)
+        kept = {k[len(BEST):]: v for k, v in state.items() if k.startswith(BEST)}
+        state = {k: v for k, v in state.items() if not k.startswith(BEST)}
+        if kept and "best_score" in meta:  # early stopping carries on where it was
+            best, bad_epochs = (float(meta["best_score"]), kept), int(meta["bad_epochs"])
+            history.best_epoch = meta.get("best_epoch")
         missing = sorted(set(step.info.state) - set(state))
         extra = sorted(set(state) - set(step.info.state))
         if missing or extra:
@@ -220,8 +228,6 @@ def fit(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_ent
         runner.set_state(state)
         start_epoch, skip = int(meta.get("epoch", 0)), int(meta.get("batch", 0))
         history.epochs = [e for e in meta.get("history", []) if not e.get("partial")]
-    best: tuple[float, dict[str, np.ndarray]] | None = None
-    bad_epochs = 0
     steps_done = 0
     show = sys.stderr.isatty() if progress is None else progress
     for epoch in range(start_epoch, epochs):
@@ -261,11 +267,7 @@ def fit(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_ent
             record.update({f"val_{k}": v for k, v in
                            evaluate(ev_runner, val, runner.state(), batch_size).items()})
         history.epochs.append(record)
-        if checkpoint is not None:
-            # a partial epoch resumes at its next batch (same shuffled order)
-            position = {"epoch": epoch, "batch": done} if stopped else {"epoch": epoch + 1}
-            save_checkpoint(checkpoint, runner.state(), {**position, "history": history.epochs})
-        if early_stopping is not None:
+        if early_stopping is not None and not stopped:
             if monitor not in record:
                 raise InputError(f"cannot monitor {monitor!r}; recorded: {sorted(record)}")
             score = record[monitor]
@@ -275,9 +277,20 @@ def fit(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_ent
                 history.best_epoch = epoch + 1
             else:
                 bad_epochs += 1
-                if bad_epochs >= early_stopping:
-                    history.stopped_early = True
-                    break
+        if checkpoint is not None:
+            # a partial epoch resumes at its next batch (same shuffled order); early stopping's
+            # best weights and patience travel along so a resumed run decides the same way
+            position = {"epoch": epoch, "batch": done} if stopped else {"epoch": epoch + 1}
+            tensors, extra = runner.state(), {}
+            if best is not None:
+                tensors.update({BEST + k: v for k, v in best[1].items()})
+                extra = {"best_score": best[0], "bad_epochs": bad_epochs,
+                         "best_epoch": history.best_epoch}
+            save_checkpoint(checkpoint, tensors, {**position, **extra,
+                                                  "history": history.epochs})
+        if early_stopping is not None and bad_epochs >= early_stopping:
+            history.stopped_early = True
+            break
         if max_steps is not None and steps_done >= max_steps:
             break
     final = best[1] if (early_stopping is not None and best is not None) else runner.state()

@@ -234,3 +234,21 @@ def test_input_named_y_is_rejected() -> None:
     x, y = _tiny_data()
     with pytest.raises(InputError, match="reserved"):
         fit(_tiny_model(), {"y": x}, y, progress=False)
+
+
+def test_resume_keeps_early_stopping_state(tmp_path: Path) -> None:
+    x, y = _tiny_data()
+    _, _, xte, yte = digits()
+    kw = {"batch_size": 32, "optimizer": SGD(lr=2.0), "validation_data": (xte, yte),
+          "early_stopping": 2, "progress": False}
+    full = _tiny_model()
+    h_full = fit(full, x, y, epochs=12, **kw)  # type: ignore[arg-type]
+    ck = tmp_path / "ck.safetensors"
+    # stopped after 5 epochs: the best is epoch 4 and one epoch of patience is used up
+    fit(_tiny_model(), x, y, epochs=12, max_steps=20, checkpoint=ck, **kw)
+    resumed = _tiny_model()
+    h_res = fit(resumed, x, y, epochs=12, resume=ck, **kw)  # type: ignore[arg-type]
+    assert (h_res.best_epoch, h_res.stopped_early) == (h_full.best_epoch, h_full.stopped_early)
+    assert h_res["val_loss"] == h_full["val_loss"]
+    for k, v in full.state_dict().items():
+        np.testing.assert_array_equal(resumed.state_dict()[k], v)
