@@ -8,9 +8,9 @@ and ``conv`` / ``fused_conv`` with an (M, C/g, *kernel) weight (layout "conv").
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -142,6 +142,9 @@ def dead_transposes(graph: Graph, uses: Sequence[WeightUse]) -> set[Node]:
             and u.via.outputs[0] not in graph.outputs}
 
 
+T = TypeVar("T")
+
+
 class Rewriter:
     """Re-emits a graph node by node: kept nodes read substituted inputs, replaced nodes get
     new nodes whose last one writes the original output value (names and types stay)."""
@@ -151,6 +154,17 @@ class Rewriter:
         self.b = GraphBuilder.from_graph(graph, copy_nodes=False)
         self.subst: dict[Value, Value] = {}
         self.node: Node | None = None  # the node being replaced (for names and source)
+
+    def visit(self, targets: Mapping[Node, T], drop: Collection[Node] = ()
+              ) -> Iterator[tuple[Node, T]]:
+        """Walk the graph in order: keep every node that is neither a target nor in ``drop``
+        and yield each target (with :attr:`node` set) for the caller to replace."""
+        for node in self.graph.nodes:
+            if node in targets:
+                self.node = node
+                yield node, targets[node]
+            elif node not in drop:
+                self.keep(node)
 
     def param(self, name: str, data: np.ndarray) -> Value:
         """A new frozen parameter (a buffer), named ``name`` or ``name_1``, ..."""

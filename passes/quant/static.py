@@ -105,11 +105,7 @@ def _split_linear(graph: Graph, nodes: set[Node]) -> tuple[Graph, dict[str, str]
     can be quantised; returns the new graph and each split node's matmul name."""
     rw = Rewriter(graph)
     names: dict[str, str] = {}
-    for node in graph.nodes:
-        if node not in nodes:
-            rw.keep(node)
-            continue
-        rw.node = node
+    for node, _ in rw.visit(dict.fromkeys(nodes)):
         x, w = (rw.subst.get(v, v) for v in node.inputs[:2])
         assert x is not None and w is not None
         rw.emit_linear(ops.matmul, x, w, bias=node.inputs[2],
@@ -180,13 +176,7 @@ def rewrite_static(graph: Graph, plan: StaticPlan, activation: ActivationFn,
 
     by_node = dict(plan.targets)
     dead_vias = dead_transposes(graph, [u for _, u in plan.targets if u is not None])
-    for node in graph.nodes:
-        if node not in by_node:
-            if node not in dead_vias:
-                rw.keep(node)
-            continue
-        u = by_node[node]
-        rw.node = node
+    for node, u in rw.visit(by_node, dead_vias):
         ins = [rw.subst.get(v, v) if v is not None else None for v in node.inputs]
         for i, v in enumerate(node.inputs[:1 if u is not None else 2]):
             if v in points:
@@ -291,13 +281,7 @@ def quantize_dynamic(graph: Graph, *, kinds: Sequence[str] = ("matmul", "linear"
     dead_vias = dead_transposes(graph, uses)
     rw = Rewriter(graph)
     weights: dict[Any, tuple[Value, Value]] = {}
-    for node in graph.nodes:
-        u = by_node.get(node)
-        if u is None:
-            if node not in dead_vias:
-                rw.keep(node)
-            continue
-        rw.node = node
+    for node, u in rw.visit(by_node, dead_vias):
         if u.param not in weights:
             w = u.matrix_nk().T  # (K, N)
             if per_channel:

@@ -208,13 +208,7 @@ def quantize_weights(graph: Graph, scheme: str = "q4_1", *,
     rw = Rewriter(graph)
     done: dict[Param, Any] = {}
     report: dict[str, dict[str, Any]] = {}
-    for node in graph.nodes:
-        u = by_node.get(node)
-        if u is None:
-            if node not in dead_vias:
-                rw.keep(node)
-            continue
-        rw.node = node
+    for _node, u in rw.visit(by_node, dead_vias):
         if u.param not in done:
             before = len(rw.b.params)
             done[u.param] = (_int8_weight(rw, u) if scheme == "int8"
