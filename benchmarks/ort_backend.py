@@ -29,9 +29,7 @@ whichever runs after another and makes the ratios meaningless there.
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -52,7 +50,7 @@ from lbdl_graph.passes.train_step import make_train_step
 try:  # PyTorch is not a dependency: its columns are skipped without it
     import torch
     import torch.nn.functional as TF
-    from torch import nn as tnn
+    from _torch_twins import torch_onnx, twin
 except ImportError:  # pragma: no cover - depends on the environment
     torch = None
 
@@ -114,134 +112,14 @@ def make_case(name: str) -> Case:
 # ---------------------------------------------------------------- PyTorch twins
 
 
-def _torch_models() -> dict[str, Callable[[Any], Any]]:
-    """Builders of the torch twins of our zoo models (same parameter names), by zoo name."""
-
-    class MLP(tnn.Module):
-        def __init__(self, cfg: Any) -> None:
-            super().__init__()
-            sizes = cfg.sizes
-            layers: list[tnn.Module] = []
-            for i in range(len(sizes) - 1):
-                layers.append(tnn.Linear(sizes[i], sizes[i + 1]))
-                if i < len(sizes) - 2:
-                    layers.append(tnn.ReLU())
-            self.layers = tnn.Sequential(*layers)
-
-        def forward(self, x: Any) -> Any:
-            return self.layers(x.flatten(1))
-
-    class LeNet(tnn.Module):
-        def __init__(self, c: Any) -> None:
-            super().__init__()
-            stages: list[tnn.Module] = []
-            width = c.in_channels
-            for ch, p in zip(c.channels, c.pools, strict=True):
-                stages += [tnn.Conv2d(width, ch, c.kernel_size, padding=c.conv_padding),
-                           tnn.MaxPool2d(p), tnn.ReLU()]
-                width = ch
-            self.features = tnn.Sequential(*stages)
-            sizes = (c.flat_features(), *c.hidden, c.num_classes)
-            layers: list[tnn.Module] = []
-            for i in range(len(sizes) - 1):
-                layers.append(tnn.Linear(sizes[i], sizes[i + 1]))
-                if i < len(sizes) - 2:
-                    layers.append(tnn.ReLU())
-            self.classifier = tnn.Sequential(*layers)
-
-        def forward(self, x: Any) -> Any:
-            return self.classifier(self.features(x).flatten(1))
-
-    class Attention(tnn.Module):
-        def __init__(self, d: int, heads: int) -> None:
-            super().__init__()
-            self.heads = heads
-            self.in_proj_weight = tnn.Parameter(torch.empty(3 * d, d))
-            self.in_proj_bias = tnn.Parameter(torch.empty(3 * d))
-            self.out_proj = tnn.Linear(d, d)
-
-        def forward(self, x: Any) -> Any:
-            n, t, d = x.shape
-            q, k, v = TF.linear(x, self.in_proj_weight, self.in_proj_bias).split(d, -1)
-            q, k, v = (z.reshape(n, t, self.heads, d // self.heads).transpose(1, 2)
-                       for z in (q, k, v))
-            y = TF.scaled_dot_product_attention(q, k, v, is_causal=True)
-            return self.out_proj(y.transpose(1, 2).reshape(n, t, d))
-
-    class MLPBlock(tnn.Module):
-        def __init__(self, d: int, ff: int, act: str) -> None:
-            super().__init__()
-            self.fc1 = tnn.Linear(d, ff)
-            self.act = tnn.GELU(approximate="tanh" if act == "gelu_tanh" else "none")
-            self.fc2 = tnn.Linear(ff, d)
-
-        def forward(self, x: Any) -> Any:
-            return self.fc2(self.act(self.fc1(x)))
-
-    class Block(tnn.Module):
-        def __init__(self, c: Any) -> None:
-            super().__init__()
-            self.ln1 = tnn.LayerNorm(c.d_model, eps=c.eps)
-            self.attn = Attention(c.d_model, c.num_heads)
-            self.ln2 = tnn.LayerNorm(c.d_model, eps=c.eps)
-            self.mlp = MLPBlock(c.d_model, c.ff, c.activation)
-
-        def forward(self, x: Any) -> Any:
-            x = x + self.attn(self.ln1(x))
-            return x + self.mlp(self.ln2(x))
-
-    class PosEmb(tnn.Module):
-        def __init__(self, n: int, d: int) -> None:
-            super().__init__()
-            self.weight = tnn.Parameter(torch.empty(n, d))
-
-        def forward(self, x: Any) -> Any:
-            return x + self.weight[: x.shape[1]]
-
-    class GPT(tnn.Module):
-        def __init__(self, c: Any) -> None:
-            super().__init__()
-            self.tok_emb = tnn.Embedding(c.vocab_size, c.d_model)
-            self.pos_emb = PosEmb(c.context, c.d_model)
-            self.layers = tnn.ModuleList(Block(c) for _ in range(c.num_layers))
-            self.ln_f = tnn.LayerNorm(c.d_model, eps=c.eps)
-            self.head = tnn.Linear(c.d_model, c.vocab_size, bias=False)
-            if c.tie_weights:
-                self.head.weight = self.tok_emb.weight
-
-        def forward(self, idx: Any) -> Any:
-            x = self.pos_emb(self.tok_emb(idx))
-            for layer in self.layers:
-                x = layer(x)
-            return self.head(self.ln_f(x))
-
-    return {"mlp": MLP, "lenet": LeNet, "gpt_mini": GPT}
-
-
 def torch_twin(case: Case) -> Any:
     """The torch model of ``case`` carrying our weights."""
-    model = _torch_models()[case.name](ZOO[case.name].config)
-    sd = {k: torch.from_numpy(np.array(v)) for k, v in case.model.state_dict().items()}
-    model.load_state_dict(sd, strict=True)
-    return model
+    return twin(case.name, ZOO[case.name].config, case.model.state_dict())
 
 
 def torch_loss(out: Any, y: Any) -> Any:
     """Mean cross-entropy (sequence logits flattened as in our trainer)."""
     return TF.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
-
-
-def torch_onnx(model: Any, case: Case, example: np.ndarray) -> Any:
-    """The model exported by ``torch.onnx.export`` (TorchScript exporter), batch dim dynamic."""
-    import onnx
-
-    buf = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated, not gone
-        torch.onnx.export(model, (torch.from_numpy(example),), buf, input_names=[case.input_name],
-                          output_names=["output"], opset_version=17, dynamo=False,
-                          dynamic_axes={case.input_name: {0: "N"}, "output": {0: "N"}})
-    return onnx.load_from_string(buf.getvalue())
 
 
 # ---------------------------------------------------------------- measurements
@@ -302,7 +180,8 @@ def infer_figures(case: Case, repeat: int, opts: dict[str, Any], out: dict[str, 
     if torch is not None:
         tmodel = torch_twin(case).eval()
         example = case.inputs(2, np.random.default_rng(3))
-        tonnx = OrtRunner(torch_onnx(tmodel, case, example), **opts)  # same session options
+        # the same session options as ours
+        tonnx = OrtRunner(torch_onnx(tmodel, case.input_name, example), **opts)
     for batch in INFER_BATCHES:
         x = case.inputs(batch, np.random.default_rng(2))
         feed = {case.input_name: x}

@@ -20,10 +20,9 @@ shared machine, spinning BLAS threads make the figures meaningless).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -41,7 +40,7 @@ from lbdl_graph.passes.manager import run_passes
 
 try:  # PyTorch is optional: its comparison is skipped without it
     import torch
-    from torch import nn as tnn
+    from _torch_twins import torch_onnx, twin
 except ImportError:  # pragma: no cover - depends on the environment
     torch = None
 
@@ -179,126 +178,6 @@ def compile_figures(repeat: int) -> dict[str, Any]:
 # ------------------------------------------------------------------- ONNX Runtime vs PyTorch
 
 
-def _torch_twins() -> dict[str, Callable[[Any], Any]]:
-    """Builders of torch.nn twins of the zoo models (same parameter names), by zoo name."""
-
-    def stack(*mods: Any) -> Any:
-        return tnn.Sequential(*mods)
-
-    class LeNet(tnn.Module):  # conv -> max pool -> relu stages, an MLP
-        def __init__(self, c: Any) -> None:
-            super().__init__()
-            feats: list[Any] = []
-            for cin, ch, p in zip((c.in_channels, *c.channels), c.channels, c.pools,
-                                  strict=False):
-                feats += [tnn.Conv2d(cin, ch, c.kernel_size, padding=c.conv_padding),
-                          tnn.MaxPool2d(p), tnn.ReLU()]
-            sizes = (c.flat_features(), *c.hidden, c.num_classes)
-            mlp: list[Any] = []
-            for i in range(len(sizes) - 1):
-                mlp += [tnn.Linear(sizes[i], sizes[i + 1]), tnn.ReLU()]
-            self.features, self.classifier = stack(*feats), stack(*mlp[:-1])
-
-        def forward(self, x: Any) -> Any:
-            return self.classifier(self.features(x).flatten(1))
-
-    def conv_bn(cin: int, cout: int, k: int, stride: int) -> tuple[Any, Any]:
-        return tnn.Conv2d(cin, cout, k, stride, k // 2, bias=False), tnn.BatchNorm2d(cout)
-
-    class Block(tnn.Module):  # the basic block
-        def __init__(self, cin: int, w: int, stride: int) -> None:
-            super().__init__()
-            self.conv1, self.bn1 = conv_bn(cin, w, 3, stride)
-            self.conv2, self.bn2 = conv_bn(w, w, 3, 1)
-            self.downsample = stack(*conv_bn(cin, w, 1, stride)) if stride != 1 or cin != w \
-                else None
-
-        def forward(self, x: Any) -> Any:
-            y = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
-            return torch.relu(y + (x if self.downsample is None else self.downsample(x)))
-
-    class ResNet(tnn.Module):  # the CIFAR stem and basic blocks of resnet_tiny
-        def __init__(self, c: Any) -> None:
-            super().__init__()
-            self.conv1, self.bn1 = conv_bn(c.in_channels, c.stem_width, 3, 1)
-            cin, self.n = c.stem_width, len(c.layers)
-            for i, (n, w) in enumerate(zip(c.layers, c.widths, strict=True)):
-                blocks = []
-                for j in range(n):
-                    blocks.append(Block(cin, w, 2 if i > 0 and j == 0 else 1))
-                    cin = w
-                setattr(self, f"layer{i + 1}", stack(*blocks))
-            self.fc = tnn.Linear(cin, c.num_classes)
-
-        def forward(self, x: Any) -> Any:
-            x = torch.relu(self.bn1(self.conv1(x)))
-            for i in range(self.n):
-                x = getattr(self, f"layer{i + 1}")(x)
-            return self.fc(x.mean((2, 3)))
-
-    class Attention(tnn.Module):
-        def __init__(self, d: int, heads: int) -> None:
-            super().__init__()
-            self.heads = heads
-            self.in_proj_weight = tnn.Parameter(torch.empty(3 * d, d))
-            self.in_proj_bias = tnn.Parameter(torch.empty(3 * d))
-            self.out_proj = tnn.Linear(d, d)
-
-        def forward(self, x: Any) -> Any:
-            n, t, d = x.shape
-            qkv = tnn.functional.linear(x, self.in_proj_weight, self.in_proj_bias)
-            q, k, v = (z.reshape(n, t, self.heads, d // self.heads).transpose(1, 2)
-                       for z in qkv.split(d, -1))
-            y = tnn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
-            return self.out_proj(y.transpose(1, 2).reshape(n, t, d))
-
-    class GPTBlock(tnn.Module):  # pre-LayerNorm
-        def __init__(self, c: Any) -> None:
-            super().__init__()
-            self.ln1, self.ln2 = tnn.LayerNorm(c.d_model, c.eps), tnn.LayerNorm(c.d_model, c.eps)
-            self.attn = Attention(c.d_model, c.num_heads)
-            self.mlp = tnn.Module()
-            self.mlp.fc1, self.mlp.fc2 = tnn.Linear(c.d_model, c.ff), tnn.Linear(c.ff, c.d_model)
-            self.act = tnn.GELU("tanh" if c.activation == "gelu_tanh" else "none")
-
-        def forward(self, x: Any) -> Any:
-            x = x + self.attn(self.ln1(x))
-            return x + self.mlp.fc2(self.act(self.mlp.fc1(self.ln2(x))))
-
-    class GPTTwin(tnn.Module):  # learned positions, a head tied to the embedding
-        def __init__(self, c: Any) -> None:
-            super().__init__()
-            self.tok_emb = tnn.Embedding(c.vocab_size, c.d_model)
-            self.pos_emb = tnn.Module()
-            self.pos_emb.weight = tnn.Parameter(torch.empty(c.context, c.d_model))
-            self.layers = tnn.ModuleList(GPTBlock(c) for _ in range(c.num_layers))
-            self.ln_f = tnn.LayerNorm(c.d_model, c.eps)
-            self.head = tnn.Linear(c.d_model, c.vocab_size, bias=False)
-            self.head.weight = self.tok_emb.weight
-
-        def forward(self, idx: Any) -> Any:
-            x = self.tok_emb(idx) + self.pos_emb.weight[: idx.shape[1]]
-            for layer in self.layers:
-                x = layer(x)
-            return self.head(self.ln_f(x))
-
-    return {"lenet": LeNet, "resnet_tiny": ResNet, "gpt_mini": GPTTwin}
-
-
-def torch_onnx(model: Any, name: str, example: np.ndarray) -> Any:
-    """``model`` exported by torch.onnx.export (TorchScript exporter), batch dim dynamic."""
-    import onnx
-
-    inp = next(iter(ZOO[name].inputs))
-    axes = {0: "N", 1: "T"} if name == "gpt_mini" else {0: "N"}
-    buf = io.BytesIO()
-    with torch.no_grad():
-        torch.onnx.export(model, (torch.from_numpy(example),), buf, input_names=[inp],
-                          output_names=["output"], opset_version=17, dynamo=False,
-                          dynamic_axes={inp: axes, "output": axes})
-    return onnx.load_from_string(buf.getvalue())
-
-
 def ort_figures(rounds: int) -> dict[str, Any]:
     """Our O0 and O2 exports vs PyTorch's export of the same model, all on ORT's CPU provider."""
     if torch is None:
@@ -309,17 +188,15 @@ def ort_figures(rounds: int) -> dict[str, Any]:
         model, g0 = traced(name)
         g2 = run_passes(g0, "O2").graph
         feeds = ZOO[name].example_inputs(dims)
-        twin = _torch_twins()[name](ZOO[name].config)
-        twin.load_state_dict({k: torch.from_numpy(np.array(v))
-                              for k, v in model.state_dict().items()}, strict=True)
-        twin.eval()
-        example = next(iter(feeds.values()))
+        tmodel = twin(name, ZOO[name].config, model.state_dict()).eval()
+        inp, example = next(iter(feeds.items()))
+        axes = {0: "N", 1: "T"} if name == "gpt_mini" else {0: "N"}
         sessions = {
             "ours_o0": OrtRunner(g0, providers="cpu", intra_op_threads=1, training=False),
             "ours_o2": OrtRunner(g2, providers="cpu", intra_op_threads=1, training=False),
             "ours_o2_opset23": OrtRunner(g2, providers="cpu", intra_op_threads=1,
                                          training=False, opset=23),
-            "torch": OrtRunner(torch_onnx(twin, name, example), providers="cpu",
+            "torch": OrtRunner(torch_onnx(tmodel, inp, example, axes), providers="cpu",
                                intra_op_threads=1),
         }
         results = {k: s.run(feeds) for k, s in sessions.items()}
