@@ -82,10 +82,19 @@ def test_early_stopping_restores_best_weights() -> None:
     # a huge learning rate makes validation loss get worse after the first epochs
     hist = fit(model, xtr[:300], ytr[:300], optimizer=SGD(lr=3.0), epochs=30, batch_size=32,
                validation_data=(xte, yte), early_stopping=2, progress=False)
-    assert hist.best_epoch is not None
-    if hist.stopped_early:
-        best = min(hist["val_loss"])
-        assert hist["val_loss"][hist.best_epoch - 1] == best
+    assert hist.stopped_early and hist.best_epoch is not None
+    assert hist.best_epoch < len(hist.epochs)
+    best = min(hist["val_loss"])
+    assert hist["val_loss"][hist.best_epoch - 1] == best
+    # the model holds the best epoch's weights, not the last ones
+    from lbdl_graph.backends.numpy import run
+    from lbdl_graph.frontends import trace
+
+    g = trace(model, [("N", 1, 8, 8)], training=False)
+    logits = run(g, {g.inputs[0].name: xte})["output"].astype(np.float64)
+    z = logits - logits.max(1, keepdims=True)
+    val_loss = float(np.mean(np.log(np.exp(z).sum(1)) - z[np.arange(len(yte)), yte]))
+    assert val_loss == pytest.approx(best, rel=1e-5)
 
 
 def test_validation_split_and_checkpoint_resume(tmp_path: Path) -> None:
