@@ -166,7 +166,7 @@ class GraphBuilder:
         else:
             outs = tuple(Value(self.unique_name(f"{node_name}:{i}"), t)
                          for i, t in enumerate(types))
-        self.nodes.append(Node(op, tuple(inputs), outs, checked, node_name, loc))
+        self.nodes.append(Node(op, tuple(inputs), outs, checked, node_name, loc, self.scope_name))
         return outs
 
     def emit(self, node: Node) -> Node:

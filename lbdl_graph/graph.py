@@ -55,7 +55,8 @@ class Value:
 @dataclass(frozen=True, eq=False)
 class Node:
     """One op application: inputs (None for absent optional ones), outputs, attributes,
-    a stable readable name and the user's source location."""
+    a stable readable name, the user's source location and the module scope it belongs to
+    (a dotted path such as ``h.0.attn``; ``""`` at top level)."""
 
     op: OpDef
     inputs: tuple[Value | None, ...]
@@ -63,6 +64,7 @@ class Node:
     attrs: Mapping[str, Any]
     name: str
     source: SourceLoc | None = None
+    scope: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.attrs, MappingProxyType):
