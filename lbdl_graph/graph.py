@@ -55,8 +55,9 @@ class Value:
 @dataclass(frozen=True, eq=False)
 class Node:
     """One op application: inputs (None for absent optional ones), outputs, attributes,
-    a stable readable name, the user's source location and the module scope it belongs to
-    (a dotted path such as ``h.0.attn``; ``""`` at top level)."""
+    a stable readable name, the user's source location, the module scope it belongs to
+    (a dotted path such as ``h.0.attn``; ``""`` at top level) and its origin: the pass and
+    rule that created it (``"fuse_linear:linear"``; ``""`` for nodes made by tracing)."""
 
     op: OpDef
     inputs: tuple[Value | None, ...]
@@ -65,6 +66,7 @@ class Node:
     name: str
     source: SourceLoc | None = None
     scope: str = ""
+    origin: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.attrs, MappingProxyType):
