@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from lbdl_graph.errors import LbdlError
+from lbdl_graph.filemode import chmod_like_open
 from lbdl_graph.graph import Graph
 
 from . import UsageError
@@ -74,6 +75,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
     tmp: str | None = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+        chmod_like_open(fd)
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
             f.flush()

@@ -23,6 +23,7 @@ from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from lbdl_graph.errors import CheckpointError
+from lbdl_graph.filemode import chmod_like_open
 
 __all__ = ["FORMAT", "checksum", "load_checkpoint", "save_checkpoint"]
 
@@ -58,6 +59,7 @@ def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, np.ndarray
                               "not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        chmod_like_open(fd)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
