@@ -19,6 +19,7 @@ from onnx import helper, numpy_helper
 from .context import NodeCtx
 from .loader import ONNX_DTYPES
 from .ops_shape import constant_value
+from .validate import check_fold
 
 if TYPE_CHECKING:
     from .importer import Importer
@@ -60,6 +61,7 @@ def fold_node(imp: Importer, n: NodeCtx) -> bool:
     names = [i for i in p.input if i]
     if any(i not in imp.known for i in names):
         return False
+    check_fold(p, [imp.known.get(i) if i else None for i in p.input], n.attrs, imp.src)
     if sum(imp.known[i].size for i in names) > FOLD_MAX_ELEMENTS:
         return False
     if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
