@@ -12,11 +12,22 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from .errors import ResourceError
 
-__all__ = ["DEFAULT_MAX_ALLOC_BYTES", "ENV_VAR", "check_alloc", "max_alloc_bytes",
-           "nbytes_of", "set_max_alloc_bytes"]
+if TYPE_CHECKING:
+    from .graph import Graph
+
+__all__ = [
+    "DEFAULT_MAX_ALLOC_BYTES",
+    "ENV_VAR",
+    "check_alloc",
+    "check_static_sizes",
+    "max_alloc_bytes",
+    "nbytes_of",
+    "set_max_alloc_bytes",
+]
 
 ENV_VAR = "LBDL_MAX_ALLOC_BYTES"
 DEFAULT_MAX_ALLOC_BYTES = 16 << 30
@@ -73,6 +84,16 @@ def check_alloc(shape: Iterable[int], itemsize: float, what: str, *,
             op=op, hint=f"if this is intended, raise the limit with {ENV_VAR}=<bytes> or "
                         "--max-alloc-bytes")
     return nbytes
+
+
+def check_static_sizes(graph: Graph) -> None:
+    """Refuse a graph one of whose values has a static shape over the limit (names it)."""
+    for node in graph.nodes:
+        for v in node.outputs:
+            shape = v.shape
+            if all(isinstance(d, int) for d in shape):
+                check_alloc(shape, v.type.dtype.itemsize, f"value %{v.name}",
+                            node=node.name, op=node.op.name)
 
 
 def _human(n: int) -> str:
