@@ -104,7 +104,7 @@ def _attribute(a: AttributeProto, node: NodeProto, schema: onnx.defs.OpSchema | 
         raise src.error(f"{where} has no value (attribute type UNDEFINED)",
                         node=node.name, op=node.op_type)
     if schema is not None and a.name in schema.attributes and not a.ref_attr_name:
-        want = int(schema.attributes[a.name].type.value)
+        want = int(schema.attributes[a.name].type.value)  # type: ignore[attr-defined]
         if want != AttributeProto.UNDEFINED and int(a.type) != want:
             raise src.error(f"{where} is a {_KIND.get(a.type, a.type)}, the op's schema "
                             f"expects a {_KIND.get(want, want)}", node=node.name,
