@@ -58,10 +58,12 @@ def fold_node(imp: Importer, n: NodeCtx) -> bool:
     if p.op_type == "Constant":
         imp.known[p.output[0]] = constant_value(n)
         return True
+    shapes = [tuple(imp.values[i].shape) if i in imp.values else None for i in p.input]
+    check_fold(p, [imp.constant_value(i) if i else None for i in p.input], shapes, n.attrs,
+               imp.src)
     names = [i for i in p.input if i]
     if any(i not in imp.known for i in names):
         return False
-    check_fold(p, [imp.known.get(i) if i else None for i in p.input], n.attrs, imp.src)
     if sum(imp.known[i].size for i in names) > FOLD_MAX_ELEMENTS:
         return False
     if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)

@@ -39,6 +39,7 @@ MIN_IR_VERSION = 3
 MAX_IR_VERSION = onnx.IR_VERSION
 _DEFAULT = ("", "ai.onnx")
 _DTYPE_ATTRS = ("to", "dtype", "output_dtype", "saturate_dtype")
+_SHAPE_OPS = ("ConstantOfShape", "Range", "Tile", "Expand", "Resize")
 _KIND = {v: AttributeProto.AttributeType.Name(v).lower() for v in
          AttributeProto.AttributeType.values()}
 
@@ -179,19 +180,21 @@ def validate_model(model: ModelProto, src: Source) -> None:
     _graph(model.graph, src, opsets)
 
 
-def _resize_out(ins: Sequence[np.ndarray | None]) -> list[int] | None:
-    x = ins[0]
+def _resize_out(ins: Sequence[np.ndarray | None], x_shape: Sequence[object] | None
+                ) -> list[int] | None:
     if len(ins) > 3 and ins[3] is not None and ins[3].size:
         return [int(v) for v in ins[3].reshape(-1)]
-    if x is not None and len(ins) > 2 and ins[2] is not None and ins[2].size:
+    if x_shape is not None and len(ins) > 2 and ins[2] is not None and ins[2].size:
         scales = [float(s) for s in ins[2].reshape(-1)]
         if any(not math.isfinite(s) or s < 0 for s in scales):
             raise OnnxError(f"Resize scales {scales} must be finite and non-negative")
-        return [math.floor(d * s) for d, s in zip(x.shape, scales, strict=False)]
+        return [math.floor(d * s) if isinstance(d, int) else 1
+                for d, s in zip(x_shape, scales, strict=False)]
     return None
 
 
-def _out_shape(op: str, ins: Sequence[np.ndarray | None], attrs: dict[str, object]
+def _out_shape(op: str, ins: Sequence[np.ndarray | None],
+               shapes: Sequence[Sequence[object] | None], attrs: dict[str, object]
                ) -> list[int] | None:
     """The output shape of a shape-generating op from its known inputs (None: not one)."""
     if op == "ConstantOfShape" and ins and ins[0] is not None:
@@ -212,15 +215,22 @@ def _out_shape(op: str, ins: Sequence[np.ndarray | None], attrs: dict[str, objec
         x, shape = [1] * (r - len(x)) + x, [1] * (r - len(shape)) + shape
         return [max(a, b) if min(a, b) != 0 else 0 for a, b in zip(x, shape, strict=True)]
     if op == "Resize" and ins:
-        return _resize_out(ins)
+        x_shape = ins[0].shape if ins[0] is not None else (shapes[0] if shapes else None)
+        return _resize_out(ins, x_shape)
     return None
 
 
-def check_fold(node: NodeProto, ins: Sequence[np.ndarray | None], attrs: dict[str, object],
+def check_fold(node: NodeProto, ins: Sequence[np.ndarray | None],
+               shapes: Sequence[Sequence[object] | None], attrs: dict[str, object],
                src: Source) -> None:
-    """Refuse a shape-generating node whose output would be negative-sized or too large."""
+    """Refuse a shape-generating node whose output would be negative-sized or too large.
+
+    ``ins`` are the inputs known at import time, ``shapes`` the static shapes of the others.
+    """
+    if node.op_type not in _SHAPE_OPS:
+        return
     try:
-        shape = _out_shape(node.op_type, ins, attrs)
+        shape = _out_shape(node.op_type, ins, shapes, attrs)
     except OnnxError as e:
         raise src.error(f"node '{node.name or node.op_type}' ({node.op_type}): {e.message}",
                         node=node.name, op=node.op_type) from None
@@ -233,7 +243,7 @@ def check_fold(node: NodeProto, ins: Sequence[np.ndarray | None], attrs: dict[st
     value = attrs.get("value")
     itemsize = (value.dtype.itemsize if isinstance(value, np.ndarray) else 4
                 ) if node.op_type == "ConstantOfShape" else (
-        ins[0].dtype.itemsize if ins[0] is not None else 8)
+        ins[0].dtype.itemsize if ins[0] is not None else 4)
     check_alloc(shape, itemsize, f"{src.display}: node '{name}' ({node.op_type}) output",
                 node=node.name, op=node.op_type)
 
