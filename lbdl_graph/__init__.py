@@ -22,6 +22,7 @@ from .errors import (
     OnnxError,
     OpError,
     ParseError,
+    ResourceError,
     ShapeError,
 )
 from .graph import Graph, Node, Param, Value
@@ -68,6 +69,7 @@ __all__ = [
     "OpTable",
     "Param",
     "ParseError",
+    "ResourceError",
     "ShapeError",
     "SourceLoc",
     "TensorType",

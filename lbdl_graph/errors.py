@@ -23,6 +23,7 @@ __all__ = [
     "OnnxError",
     "OpError",
     "ParseError",
+    "ResourceError",
     "ShapeError",
 ]
 
@@ -116,3 +117,11 @@ class OnnxError(LbdlError):
 
 class CheckpointError(LbdlError):
     """A checkpoint that is missing, truncated, corrupted or does not fit the model."""
+
+
+class ResourceError(LbdlError):
+    """A tensor that would need more memory than the allocation limit (names the bytes)."""
+
+    def __init__(self, message: str, *, nbytes: int = 0, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.nbytes = nbytes

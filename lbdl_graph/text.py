@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 
 from .dtypes import DTYPES, DType, dtype
-from .errors import LbdlError, ParseError
+from .errors import LbdlError, ParseError, ResourceError
 from .graph import Graph, Value
+from .limits import check_alloc
 from .opdef import OPS
 from .shapes import fmt_shape
 from .source import SourceLoc
@@ -181,7 +182,25 @@ def parse_type(text: str) -> TensorType:
     return tensor_type(_SHORT[m.group(1)], dims)
 
 
+class _AtColumn(ValueError):
+    """A bad attribute value and its 0-based column in the ``f(...)`` text that was parsed."""
+
+    def __init__(self, message: str, col: int) -> None:
+        super().__init__(message)
+        self.col = col
+
+
 def _eval_attr(node: ast.AST) -> Any:
+    try:
+        return _eval_attr_raw(node)
+    except _AtColumn:
+        raise
+    except (TypeError, ValueError, OverflowError) as e:
+        col = getattr(node, "col_offset", 0)
+        raise _AtColumn(f"bad attribute value {ast.unparse(node)!r}: {e}", col) from None
+
+
+def _eval_attr_raw(node: ast.AST) -> Any:
     if isinstance(node, ast.Constant):
         return node.value
     if isinstance(node, ast.Tuple):
@@ -204,7 +223,16 @@ def _eval_attr(node: ast.AST) -> Any:
             raise ValueError("an elided tensor (printed with max_elems) cannot be parsed")
         arg = node.args[0]
         ttype = parse_type(arg.value if isinstance(arg, ast.Constant) else ast.unparse(arg))
-        data = np.array(_eval_attr(node.args[1]), dtype=ttype.dtype.numpy)
+        raw = _eval_attr(node.args[1])
+        with np.errstate(all="raise"):
+            try:
+                data = np.array(raw, dtype=ttype.dtype.numpy)
+            except (OverflowError, ValueError, TypeError, FloatingPointError) as e:
+                raise _AtColumn(f"data {ast.unparse(node.args[1])!r} does not fit "
+                                f"{ttype.dtype.name}: {e}", node.args[1].col_offset) from None
+            if ttype.dtype.is_integer and np.asarray(raw).dtype.kind == "f":
+                raise _AtColumn(f"data for {ttype.dtype.name} must be integers",
+                                node.args[1].col_offset)
         return data.reshape([int(d) for d in ttype.shape])
     raise ValueError(f"unsupported attribute syntax {ast.unparse(node)!r}")
 
@@ -274,6 +302,7 @@ def parse_graph(text: str, params: Mapping[str, np.ndarray] | None = None) -> Gr
                 data = params.pop(name, None)
                 if data is None:
                     shape = [d if isinstance(d, int) else 1 for d in t.shape]
+                    check_alloc(shape, t.dtype.itemsize, f"line {no}: {kind} '{name}'")
                     data = np.zeros(shape, dtype=t.dtype.numpy)
                 env[name] = b.param(name, data, trainable=kind == "param")
                 if env[name].type != t:
@@ -282,13 +311,16 @@ def parse_graph(text: str, params: Mapping[str, np.ndarray] | None = None) -> Gr
                 outputs = [env[_ref_name(r) or ""] for r in _split_top(s[len("return"):])]
             else:
                 _parse_node(b, env, s, note)
-        except ParseError:
+        except (ParseError, ResourceError):
             raise
         except KeyError as e:
             raise ParseError(f"line {no}: undefined value %{e.args[0]}: {s}") from None
         except LbdlError as e:
             raise ParseError(f"line {no}: {e}") from None
-        except (ValueError, SyntaxError) as e:
+        except _AtColumn as e:
+            col = len(code) - len(code.lstrip()) + e.col + 1
+            raise ParseError(f"line {no}, column {col}: {e}: {s}") from None
+        except (ValueError, SyntaxError, TypeError, OverflowError) as e:
             raise ParseError(f"line {no}: {e}: {s}") from None
     if b is None or outputs is None:
         raise ParseError("graph text has no 'return' line")
@@ -313,7 +345,10 @@ def _parse_node(b: Any, env: dict[str, Value], s: str, note: str) -> None:
     attrs: dict[str, Any] = {}
     if rhs[pos:pos + 1] == "[":
         end = _match_bracket(rhs, pos)
-        attrs = _parse_attrs(rhs[pos + 1:end - 1])
+        try:
+            attrs = _parse_attrs(rhs[pos + 1:end - 1])
+        except _AtColumn as e:  # column in the line: lhs, " = ", the op and "[" before it
+            raise _AtColumn(str(e), len(lhs) + 3 + pos + 1 + e.col - 2) from None
         pos = end
     if rhs[pos:pos + 1] != "(" or _match_bracket(rhs, pos) != len(rhs):
         raise ValueError("expected '(inputs)' at the end of the line")

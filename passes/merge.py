@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from lbdl_graph.errors import DTypeError, GraphError, OpError, ShapeError
+from lbdl_graph.errors import DTypeError, GraphError, LbdlError, OpError, ShapeError
 from lbdl_graph.graph import Graph
 
 __all__ = ["METHODS", "add_task_vectors", "check_compatible", "merge_graphs", "task_arithmetic",
@@ -41,7 +41,7 @@ def check_compatible(base: ParamSet, others: Sequence[ParamSet],
     names (a different architecture), else ShapeError, else DTypeError, listing every mismatch
     per set."""
     labels = list(labels or [f"model {i}" for i in range(len(others))])
-    problems: list[tuple[type[Exception], str]] = []
+    problems: list[tuple[type[LbdlError], str]] = []
     for label, ps in zip(labels, others, strict=True):
         missing = sorted(set(base) - set(ps))
         extra = sorted(set(ps) - set(base))
@@ -64,7 +64,18 @@ def check_compatible(base: ParamSet, others: Sequence[ParamSet],
     if problems:
         order = (GraphError, ShapeError, DTypeError)
         cls = min((c for c, _ in problems), key=order.index)
-        raise cls("cannot merge: " + " | ".join(m for _, m in problems))
+        raise cls("cannot merge: " + " | ".join(m for _, m in problems), hint=_MERGE_HINT[cls])
+
+
+_MERGE_HINT: dict[type[LbdlError], str] = {
+    GraphError: "merge only models fine-tuned from this base (same architecture and parameter "
+                "names); for a fine-tune with extra adapters (LoRA), fold them into the weights "
+                "first, or rename the parameters to the base's names",
+    ShapeError: "the models share names but not sizes: re-export each fine-tune from the same "
+                "base configuration (same widths, vocabulary and layers)",
+    DTypeError: "cast every model to the base's dtypes before merging (e.g. dequantise an "
+                "int8 model or re-export it in float32)",
+}
 
 
 def _frozen_ints(base: ParamSet, fts: Sequence[ParamSet]) -> None:

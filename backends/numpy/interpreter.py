@@ -20,8 +20,16 @@ import numpy as np
 from lbdl_graph import ops
 from lbdl_graph.analysis import last_uses
 from lbdl_graph.builder import GraphBuilder
-from lbdl_graph.errors import ExecutionError, InputError, LbdlError, NumericError, OpError
+from lbdl_graph.errors import (
+    ExecutionError,
+    InputError,
+    LbdlError,
+    NumericError,
+    OpError,
+    ResourceError,
+)
 from lbdl_graph.graph import Graph, Node, Value
+from lbdl_graph.limits import check_static_sizes
 from lbdl_graph.passes.plan_memory import MemoryReport, memory_report
 from lbdl_graph.verify import verify
 
@@ -104,6 +112,7 @@ class Interpreter:
         for v in graph.iter_values():
             slot[v] = len(slot)
         self._nslots = len(slot)
+        check_static_sizes(graph)
         self._input_slots = [(v, slot[v]) for v in graph.inputs]
         self._param_slots = [(p, slot[p.value]) for p in graph.params]
         self._output_slots = [(v.name, slot[v]) for v in graph.outputs]
@@ -276,6 +285,10 @@ class Interpreter:
     def _kernel_error(step: _Step | None, env: list[Any], e: Exception) -> LbdlError:
         if step is None:
             return ExecutionError(f"execution failed: {e}")
+        if isinstance(e, MemoryError):  # numpy's _ArrayMemoryError names the bytes
+            return ResourceError(f"out of memory in kernel: {e}", node=step.node.name,
+                                 op=step.node.op.name, source=step.node.source,
+                                 hint="raise the machine's memory or shrink the inputs")
         shapes = ", ".join(
             f"{a.dtype}{list(a.shape)}" if isinstance(a, np.ndarray) else repr(a)
             for a in (env[i] if i >= 0 else None for i in step.ins)

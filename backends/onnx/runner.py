@@ -25,7 +25,7 @@ import onnxruntime as ort
 from onnx import ModelProto, TensorProto, helper
 
 from lbdl_graph.dtypes import DType, dtype
-from lbdl_graph.errors import DTypeError, InputError, OnnxError
+from lbdl_graph.errors import DTypeError, InputError, OnnxError, ResourceError
 from lbdl_graph.graph import Graph, Node
 from lbdl_graph.shapes import Dim
 from lbdl_graph.source import SourceLoc
@@ -163,10 +163,26 @@ def translate_error(e: Exception, nodes: Mapping[str, NodeInfo], when: str) -> O
             if f"'{name}'" in raw or f'"{name}"' in raw or f"({name})" in raw:
                 found = nodes[name]
                 break
+    alloc = _ALLOC_FAILED.search(raw)
+    if alloc is not None:  # ORT's arena could not allocate: the same error as the NumPy path
+        nbytes = int(alloc.group(1) or 0)
+        where = {"node": found.name, "op": found.op, "source": found.source} if found else {}
+        return OnnxResourceError(
+            f"ONNX Runtime {when} failed: a tensor needs {nbytes:,} bytes or more, more than "
+            f"it can allocate ({msg})", nbytes=nbytes,
+            hint="shrink the inputs or the bound dims", **where)
     if found is None:
         return OnnxError(f"ONNX Runtime {when} failed: {msg}")
     return OnnxError(f"ONNX Runtime {when} failed: {msg}", node=found.name, op=found.op,
                      source=found.source)
+
+
+_ALLOC_FAILED = re.compile(r"(?:Failed to allocate memory for requested buffer of size|would "
+                           r"require more than) (\d+)|bad_alloc|out of memory", re.IGNORECASE)
+
+
+class OnnxResourceError(ResourceError, OnnxError):
+    """ORT could not allocate a tensor: a ResourceError that is also an OnnxError."""
 
 
 # ---------------------------------------------------------------- input specs

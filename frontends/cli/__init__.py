@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="A deep-learning graph compiler: DSL -> IR -> passes -> NumPy / ONNX Runtime.",
     )
     parser.add_argument("--version", action="version", version=f"lbdl-graph {__version__}")
+    parser.add_argument("--max-alloc-bytes", metavar="BYTES", default=None,
+                        help="refuse any tensor larger than this (e.g. 8G; default "
+                             "$LBDL_MAX_ALLOC_BYTES or 16G)")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for name in VERB_MODULES:
         module = importlib.import_module(f"lbdl_graph.frontends.cli.{name}_cmd")
@@ -50,6 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
+        if getattr(args, "max_alloc_bytes", None) is not None:
+            from lbdl_graph.limits import set_max_alloc_bytes
+
+            set_max_alloc_bytes(args.max_alloc_bytes)
         return func(args)
     except UsageError as e:
         parser.error(str(e))  # exits with 2

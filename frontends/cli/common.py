@@ -19,6 +19,7 @@ import numpy as np
 from lbdl_graph.errors import LbdlError
 from lbdl_graph.filemode import chmod_like_open
 from lbdl_graph.graph import Graph
+from lbdl_graph.limits import check_alloc
 
 from . import UsageError
 
@@ -97,7 +98,35 @@ def save_npz(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) -> 
     return atomic_write(path, buf.getvalue())
 
 
+def _check_npy_header(f: Any, what: str) -> None:
+    """Read a .npy header and refuse arrays over the allocation limit before loading them."""
+    version = np.lib.format.read_magic(f)
+    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+            else np.lib.format.read_array_header_2_0)
+    shape, _, dt = read(f)
+    check_alloc(shape, dt.itemsize, what)
+
+
+def _check_array_sizes(path: Path) -> None:
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                for member in z.namelist():
+                    if member.endswith(".npy"):
+                        with z.open(member) as f:
+                            _check_npy_header(f, f"{path}: array '{member[:-4]}'")
+        else:
+            with path.open("rb") as f:
+                _check_npy_header(f, f"{path}")
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return  # np.load below reports unreadable files in its own words
+
+
 def _load_array_file(path: Path) -> Any:
+    if path.is_file():
+        _check_array_sizes(path)
     try:
         return np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -169,6 +198,7 @@ def random_feeds(specs: Sequence[tuple[str, Any, tuple[Any, ...]]], dims: Mappin
             continue
         concrete = [d if isinstance(d, int) else int(dims.get(str(d), 1)) for d in shape]
         npdt = np.dtype(dt.numpy)
+        check_alloc(concrete, max(npdt.itemsize, 8), f"input '{name}' (with --bind {dict(dims)})")
         if npdt.kind == "f":
             feeds[name] = rng.standard_normal(concrete).astype(npdt)
         elif npdt.kind == "b":

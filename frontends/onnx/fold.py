@@ -19,6 +19,7 @@ from onnx import helper, numpy_helper
 from .context import NodeCtx
 from .loader import ONNX_DTYPES
 from .ops_shape import constant_value
+from .validate import check_fold
 
 if TYPE_CHECKING:
     from .importer import Importer
@@ -57,6 +58,9 @@ def fold_node(imp: Importer, n: NodeCtx) -> bool:
     if p.op_type == "Constant":
         imp.known[p.output[0]] = constant_value(n)
         return True
+    shapes = [tuple(imp.values[i].shape) if i in imp.values else None for i in p.input]
+    check_fold(p, [imp.constant_value(i) if i else None for i in p.input], shapes, n.attrs,
+               imp.src)
     names = [i for i in p.input if i]
     if any(i not in imp.known for i in names):
         return False

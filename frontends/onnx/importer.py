@@ -22,7 +22,7 @@ from onnx.defs import onnx_opset_version
 
 from lbdl_graph import ops
 from lbdl_graph.builder import GraphBuilder
-from lbdl_graph.errors import DTypeError, LbdlError, OnnxError
+from lbdl_graph.errors import DTypeError, LbdlError, OnnxError, ResourceError
 from lbdl_graph.graph import Graph, Value
 
 from . import (  # noqa: F401  (registers the handlers)
@@ -47,6 +47,7 @@ from .loader import (
     parse_attributes,
     tensor_to_numpy,
 )
+from .validate import check_outputs, validate_model
 
 __all__ = ["Importer", "import_onnx"]
 
@@ -262,7 +263,7 @@ class Importer:
             except DTypeError as e:  # an IR op that lacks this dtype combination
                 features.append((n.name, proto.op_type, e.message.split(" (inputs:")[0]))
                 poisoned.update(o for o in proto.output if o)
-            except OnnxError:
+            except (OnnxError, ResourceError):
                 raise
             except LbdlError as e:
                 raise self.src.error(f"node '{n.name}' ({proto.op_type}): {e.message}",
@@ -312,6 +313,7 @@ class Importer:
             if v.name != name:
                 v = n.emit(ops.identity, v, out=k)
             self.values[name] = v
+        check_outputs(n.proto, [v for v in results if v is not None], self.src)
 
     def _unsupported(self, bad_ops: dict[str, tuple[int, str]],
                      features: list[tuple[str, str, str]], needs: set[str]) -> OnnxError:
@@ -345,6 +347,7 @@ def import_onnx(model: ModelProto | str | os.PathLike[str] | bytes, *, name: str
         OnnxError: unreadable, truncated or corrupted files, unsafe external data, bad models.
     """
     proto, src = load_model(model, base_dir)
+    validate_model(proto, src)
     opset = default_opset(proto)
     newest = onnx_opset_version()
     if opset > newest:

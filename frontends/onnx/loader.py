@@ -9,6 +9,7 @@ that are absolute, contain ``..`` or resolve (through symlinks) outside it are r
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -142,7 +143,15 @@ def _read_external(t: TensorProto, src: Source) -> bytes:
         raise src.error(f"tensor '{t.name}': invalid external data offset/length "
                         f"{dict(info)}") from None
     try:
-        size = path.stat().st_size
+        st = path.stat()
+        size = st.st_size
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
+            raise src.error(f"tensor '{t.name}': external data '{location}' is not a regular "
+                            "file (FIFOs, devices and directories are refused)")
+        if offset < 0 or (length is not None and (length < 0 or offset + length > size)):
+            raise src.error(f"tensor '{t.name}': external data file '{location}' is truncated "
+                            f"or the range is invalid (offset {offset}, length {length}, file "
+                            f"has {size} bytes)")
         with path.open("rb") as f:
             f.seek(offset)
             data = f.read(length if length is not None else -1)

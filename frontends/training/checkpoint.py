@@ -86,7 +86,11 @@ def _header(data: bytes, path: Path) -> dict[str, Any]:
         header = json.loads(data[8:8 + n])
     except ValueError:
         raise CheckpointError(f"checkpoint {path} has a corrupted header") from None
-    meta = header.get("__metadata__") or {}
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    meta = meta or {}
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint {path} has a corrupted header (metadata is a "
+                              f"{type(meta).__name__}, not an object)")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an lbdl-graph checkpoint (format "
                               f"{meta.get('format')!r})")
@@ -109,4 +113,36 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
     tensors = dict(tensors)
     if checksum(tensors) != meta.get("checksum"):
         raise CheckpointError(f"checkpoint {path} failed its checksum (corrupted)")
-    return tensors, json.loads(meta.get("meta", "{}"))
+    return tensors, _user_meta(meta.get("meta", "{}"), path)
+
+
+_META_INTS = ("epoch", "batch", "bad_epochs")
+
+
+def _user_meta(text: Any, path: Path) -> dict[str, Any]:
+    """The training metadata, checked for the shape resume and merge rely on."""
+    def bad(why: str) -> CheckpointError:
+        return CheckpointError(f"checkpoint {path} has malformed metadata: {why}",
+                               hint="the file was edited or written by another tool; resume "
+                                    "from another checkpoint or start afresh")
+    try:
+        meta = json.loads(text) if isinstance(text, str) else None
+    except ValueError as e:
+        raise bad(f"not JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise bad(f"expected a JSON object, got {type(meta).__name__}")
+    for key in _META_INTS:
+        v = meta.get(key, 0)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise bad(f"'{key}' must be a non-negative integer, got {v!r}")
+    for key in ("best_score",):
+        v = meta.get(key, 0.0)
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise bad(f"'{key}' must be a number, got {v!r}")
+    be = meta.get("best_epoch")
+    if be is not None and (isinstance(be, bool) or not isinstance(be, int)):
+        raise bad(f"'best_epoch' must be an integer or null, got {be!r}")
+    hist = meta.get("history", [])
+    if not isinstance(hist, list) or not all(isinstance(e, dict) for e in hist):
+        raise bad("'history' must be a list of objects (one per epoch)")
+    return meta
