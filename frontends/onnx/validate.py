@@ -166,12 +166,25 @@ def _graph(g: GraphProto, src: Source, opsets: dict[str, int]) -> None:
         for a in node.attribute:
             _attribute(a, node, schema, src, opsets)
         if schema is not None:
+            _arity(node, schema, src)
             given = {a.name for a in node.attribute}
             missing = [k for k, v in schema.attributes.items() if v.required and k not in given]
             if missing:
                 raise src.error(f"node '{node.name or node.op_type}' ({node.op_type}) lacks "
                                 f"required attribute(s) {missing}", node=node.name,
                                 op=node.op_type)
+
+
+def _arity(node: NodeProto, schema: onnx.defs.OpSchema, src: Source) -> None:
+    """The number of inputs and outputs the schema allows."""
+    for what, n, lo, hi in (("inputs", len(node.input), schema.min_input, schema.max_input),
+                            ("outputs", len(node.output), schema.min_output,
+                             schema.max_output)):
+        if not lo <= n <= hi:
+            span = f"{lo}..{hi}" if hi < 1 << 30 else f"at least {lo}"
+            raise src.error(f"node '{node.name or node.op_type}' ({node.op_type}) has {n} "
+                            f"{what}; the op's schema takes {span}", node=node.name,
+                            op=node.op_type)
 
 
 def validate_model(model: ModelProto, src: Source) -> None:
@@ -199,6 +212,9 @@ def _out_shape(op: str, ins: Sequence[np.ndarray | None],
     """The output shape of a shape-generating op from its known inputs (None: not one)."""
     if op == "ConstantOfShape" and ins and ins[0] is not None:
         return [int(v) for v in ins[0].reshape(-1)]
+    if op == "Range" and any(i is not None and i.size != 1 for i in ins):
+        raise OnnxError("Range takes scalar start, limit and delta, got shapes "
+                        f"{[list(i.shape) if i is not None else '?' for i in ins]}")
     if op == "Range" and len(ins) == 3 and all(i is not None and i.size == 1 for i in ins):
         start, limit, delta = (float(np.asarray(i).reshape(-1)[0]) for i in ins)  # type: ignore
         if delta == 0 or not all(math.isfinite(v) for v in (start, limit, delta)):
