@@ -105,7 +105,7 @@ def print_graph(
         if show_names:
             notes.append(n.name)
         if show_source and n.source is not None:
-            notes.append(f"@ {n.source.relative()}")
+            notes.append(f"@ {n.source}")
         if notes:
             line += "  # " + " ".join(notes)
         lines.append(line)

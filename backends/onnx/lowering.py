@@ -242,7 +242,7 @@ class LoweringContext:
     def add_node(self, proto: NodeProto, origin: Node) -> None:
         """Append a node made for IR node ``origin`` (its source becomes the doc_string)."""
         if origin.source is not None:
-            proto.doc_string = str(origin.source.relative())
+            proto.doc_string = str(origin.source)
         proto.metadata_props.extend([
             StringStringEntryProto(key="lbdl.node", value=origin.name),
             StringStringEntryProto(key="lbdl.op", value=origin.op.name),
