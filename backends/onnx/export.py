@@ -109,7 +109,8 @@ def _fold_transposes(graph: Graph) -> Graph:
     sub: dict[Value, Value] = {}  # replaced transpose output -> its replacement
 
     def emit(op: Any, inputs: list[Value], like: Node, **attrs: Any) -> Value:
-        (v,) = b.add_node(op, inputs, attrs, name=like.name, source=like.source)
+        (v,) = b.add_node(op, inputs, attrs, name=like.name, source=like.source,
+                          scope=like.scope, origin="onnx_export:fold_transposes")
         made[v] = b.nodes[-1]
         created.add(id(b.nodes[-1]))
         return v
