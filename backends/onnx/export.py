@@ -3,7 +3,9 @@
 :func:`to_onnx` lowers every node through :data:`~lbdl_graph.backends.onnx.lowering.LOWERINGS`.
 ONNX node names are the IR node names (helper nodes get ``<ir name>/<OpType>``), each node's
 ``doc_string`` is the user's source line (a relative path) and its ``metadata_props`` name the IR
-node and op, so errors raised by ONNX Runtime can be mapped back to the user's code.
+node and op, so errors raised by ONNX Runtime can be mapped back to the user's code, and carry
+the node's scope and origin (``lbdl.scope``, ``lbdl.origin``, when set; node metadata needs IR 10,
+which every export writes) so that importing the file gives them back.
 """
 
 from __future__ import annotations
