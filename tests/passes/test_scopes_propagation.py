@@ -254,3 +254,19 @@ def test_lora_and_quantised_nodes_take_the_adapted_node_scope() -> None:
     made = [n for n in q.nodes if n.origin.startswith("quantize_weights:")]
     assert made and {n.scope for n in made} == {"blk.attn.q_proj"}
     assert {n.origin for n in made} == {"quantize_weights:q4_1"}
+
+
+@pytest.mark.parametrize("name", ["mlp_tiny", "lenet", "autoencoder_conv", "vae", "gpt_tiny",
+                                  "char_rnn", "resnet_tiny", "transformer_tiny"])
+def test_o3_over_zoo_models_keeps_scopes(name: str) -> None:
+    from lbdl_graph.passes.manager import PASSES
+
+    manual_seed(0)
+    g = zoo.get(name).trace()
+    traced = {n.scope for n in g.nodes}
+    out = run_passes(g, "O3").graph
+    assert all(_inside(n.scope, traced) for n in out.nodes)
+    made = [n for n in out.nodes if n.origin]
+    assert made and {n.origin.split(":")[0] for n in made} <= set(PASSES)
+    if all(n.scope for n in g.nodes):  # every traced node in a module: so is every fused one
+        assert all(n.scope for n in out.nodes), [n.name for n in out.nodes if not n.scope]
