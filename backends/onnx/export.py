@@ -4,7 +4,9 @@
 ONNX node names are the IR node names (helper nodes get ``<ir name>/<OpType>``), each node's
 ``doc_string`` is the user's source line (package- or project-relative, never a machine path)
 and its ``metadata_props`` name the IR node and op, so errors raised by ONNX Runtime can be mapped
-back to the user's code; ``save_onnx(..., provenance=False)`` moves all of that to a sidecar.
+back to the user's code, and carry the node's scope and origin (``lbdl.scope``, ``lbdl.origin``,
+when set; node metadata needs IR 10, which every export writes) so that importing the file gives
+them back. ``save_onnx(..., provenance=False)`` moves all of that to a sidecar file.
 """
 
 from __future__ import annotations
@@ -111,7 +113,8 @@ def _fold_transposes(graph: Graph) -> Graph:
     sub: dict[Value, Value] = {}  # replaced transpose output -> its replacement
 
     def emit(op: Any, inputs: list[Value], like: Node, **attrs: Any) -> Value:
-        (v,) = b.add_node(op, inputs, attrs, name=like.name, source=like.source)
+        (v,) = b.add_node(op, inputs, attrs, name=like.name, source=like.source,
+                          scope=like.scope, origin="onnx_export:fold_transposes")
         made[v] = b.nodes[-1]
         created.add(id(b.nodes[-1]))
         return v

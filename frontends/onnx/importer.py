@@ -5,7 +5,8 @@ Graph inputs keep their names and symbolic dims (``dim_param``); initializers be
 operands (Reshape's shape, Slice's starts, ...) become attributes. Nodes whose inputs are all
 known at import time (constants, integer initializers, shapes of static tensors) are folded
 with ``onnx.reference``, as ONNX exporters' constant folding would. Every unsupported op and
-feature of the model is collected and reported in one :class:`OnnxUnsupportedError`.
+feature of the model is collected and reported in one :class:`OnnxUnsupportedError`. Nodes get
+their module scope and origin from the exporter's metadata or node names (:mod:`.scopes`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from .loader import (
     parse_attributes,
     tensor_to_numpy,
 )
+from .scopes import node_origin, node_scope
 from .validate import check_outputs, validate_model
 
 __all__ = ["Importer", "import_onnx"]
@@ -89,6 +91,7 @@ class Importer:
         self.constant_inputs = dict(constant_inputs or {})
         self._expansions = 0
         self._counters: dict[str, int] = {}
+        self._inherited: dict[int, tuple[str, str]] = {}  # function-body node -> parent's tags
 
     # ---- names ----
     def fresh(self, base: str) -> str:
@@ -108,6 +111,12 @@ class Importer:
         self.used.add(onnx_name)
         return onnx_name
 
+    def provenance(self, proto: NodeProto) -> tuple[str, str]:
+        """The (scope, origin) of the IR nodes made for ``proto`` (a function body's nodes
+        inherit them from the node they expand)."""
+        got = self._inherited.get(id(proto))
+        return got if got is not None else (node_scope(proto), node_origin(proto))
+
     # ---- values ----
     def value(self, name: str) -> Value:
         """The Value of an ONNX tensor, materialising initializers and folded constants."""
@@ -122,8 +131,10 @@ class Importer:
         elif name in self.known:
             arr = self.known[name]
             numpy_dtype_of(arr, f"constant '{name}'")
+            prod = self.producer.get(name)
+            scope, origin = self.provenance(prod) if prod is not None else ("", "")
             v = self.b.add_node(ops.constant, [], {"value": arr}, name=f"const/{name}",
-                                output_names=[self.claim(name)])[0]
+                                output_names=[self.claim(name)], scope=scope, origin=origin)[0]
         elif name in self.symbolic:
             raise OnnxFeatureError(f"the shape value '{name}' = {self.symbolic[name].tolist()} "
                                    "depends on symbolic dims and is used as a tensor")
@@ -297,9 +308,11 @@ class Importer:
         if res is None:
             return None
         nodes, _ = res
+        tags = self.provenance(proto)
         for p in nodes:
             self.reserved.update(t for t in [*p.input, *p.output] if t)
             self.producer.update((o, p) for o in p.output if o)
+            self._inherited[id(p)] = tags
         return nodes
 
     def _bind(self, n: NodeCtx, res: Any) -> None:
