@@ -109,17 +109,17 @@ def test_repeated_chains_share_one_weight() -> None:
 
 def test_slices_concat_and_a_narrowing_cast_fold_with_constants() -> None:
     check_pass(fold_params, """
-    graph g(%x: f16[N,4]):
+    graph g(%x: f16[N,3]):
       param %w: f32[2,4]
-      %0: f32[2,4] = constant[value=tensor(f32[2,4], [[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]])]()
-      %1: f32[4,4] = concat[axis=0](%w, %0)
-      %2: f16[4,4] = cast[to=f16](%1)
-      %3: f16[4,2] = slice[starts=(0,), ends=(2,), axes=(1,)](%2)
+      %0: f32[1,4] = constant[value=tensor(f32[1,4], [[1.0, 2.0, 3.0, 4.0]])]()
+      %1: f32[3,4] = concat[axis=0](%w, %0)
+      %2: f16[3,4] = cast[to=f16](%1)
+      %3: f16[3,2] = slice[starts=(0,), ends=(2,), axes=(1,)](%2)
       %4: f16[N,2] = matmul(%x, %3)
       return %4
     """, """
-    graph g(%x: f16[N,4]):
-      param %w.concat.f16.slice: f16[4,2]
+    graph g(%x: f16[N,3]):
+      param %w.concat.f16.slice: f16[3,2]
       %0: f16[N,2] = matmul(%x, %w.concat.f16.slice)
       return %0
     """, stats={"folded": 3, "new_params": 1, "dropped_sources": 1}, rtol=1e-3, atol=1e-3)
