@@ -18,6 +18,8 @@ the ops applied (``w.T``, ``w.T.reshape``, ``w.f16``; ``_1``... on a clash), tra
 when any source is; its recipe is recorded in ``graph.metadata["folded_params"]``. A source
 parameter still read elsewhere (a tied embedding) is kept next to its folded copy, one read by
 nothing else is dropped. A chain that computes a graph output stays (the output keeps its name).
+:func:`unfold_arrays` turns the stored weights of a folded graph back into the parameters of the
+model (for merging with checkpoints) and :func:`refold_arrays` stores them again.
 
 **Inference only.** Folding detaches the stored copy from the parameter it came from, so
 training the folded graph would train the copy. The pass therefore leaves a graph marked as
@@ -29,7 +31,9 @@ folded value keep their name, scope and origin and read the new parameter instea
 
 from __future__ import annotations
 
+import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -43,7 +47,7 @@ from lbdl_graph.types import tensor_type
 from .base import PassResult
 from .fold_constants import FOLDERS, fold_node
 
-__all__ = ["FOLDABLE", "fold_params", "is_training_graph"]
+__all__ = ["FOLDABLE", "fold_params", "is_training_graph", "refold_arrays", "unfold_arrays"]
 
 FOLDABLE: frozenset[OpDef] = frozenset(
     {op for op in FOLDERS if op.has(Trait.SHAPE) and op is not ops.broadcast_like}
@@ -252,3 +256,48 @@ def _drop_orphan_constants(graph: Graph, nodes: list[Node]) -> list[Node]:
     return [n for n in nodes if not (n.op is ops.constant and n.outputs[0] in read_before
                                      and not reads[n.outputs[0]]
                                      and n.outputs[0] not in outputs)]
+
+
+_TRANSPOSE = re.compile(r"transpose\[perm=\[([0-9, ]+)\]\]\(([^()]+)\)")
+
+Folds = dict[str, tuple[str, tuple[int, ...], bool]]
+"""Stored weight -> (the model parameter it transposes, the permutation, whether that parameter
+is stored too)."""
+
+
+def unfold_arrays(arrays: Mapping[str, np.ndarray], recipes: Mapping[str, Any]
+                  ) -> tuple[dict[str, np.ndarray], Folds]:
+    """The model's parameters behind the stored weights of a folded graph.
+
+    ``recipes`` is ``graph.metadata["folded_params"]``. Each stored transpose ``w.T`` of a
+    parameter ``w`` is read back as ``w`` (dropped when ``w`` is stored too: a tied weight);
+    other stored weights keep their names. Returns the arrays and what :func:`refold_arrays`
+    needs to store them again.
+    """
+    state = dict(arrays)
+    folds: Folds = {}
+    for name, recipe in recipes.items():
+        m = _TRANSPOSE.fullmatch(str(recipe))
+        if name not in arrays or m is None:
+            continue
+        perm = tuple(int(a) for a in m.group(1).split(","))
+        src, arr = m.group(2), np.asarray(arrays[name])
+        if sorted(perm) != list(range(arr.ndim)):
+            continue
+        back = arr.transpose(np.argsort(perm))
+        if src in state and np.shape(state[src]) != back.shape:
+            continue
+        folds[name] = (src, perm, src in arrays)
+        del state[name]
+        state.setdefault(src, np.ascontiguousarray(back))
+    return state, folds
+
+
+def refold_arrays(state: Mapping[str, np.ndarray], folds: Folds) -> dict[str, np.ndarray]:
+    """The stored weights of a folded graph from the model's parameters (the inverse of
+    :func:`unfold_arrays`)."""
+    derived = {src for src, _, stored in folds.values() if not stored}
+    out = {k: v for k, v in state.items() if k not in derived}
+    for name, (src, perm, _) in folds.items():
+        out[name] = np.ascontiguousarray(np.asarray(state[src]).transpose(perm))
+    return out

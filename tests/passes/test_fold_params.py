@@ -9,7 +9,7 @@ from lbdl_graph import Graph, ops, verify
 from lbdl_graph.backends.numpy import Interpreter
 from lbdl_graph.frontends import manual_seed
 from lbdl_graph.frontends.zoo import ZOO
-from lbdl_graph.passes.fold_parameters import fold_params
+from lbdl_graph.passes.fold_parameters import fold_params, refold_arrays, unfold_arrays
 from lbdl_graph.passes.manager import PASSES, run_passes
 from tests.passes.util import check_pass, check_unchanged, graph_of
 
@@ -266,3 +266,30 @@ def test_pipeline_inference_switch() -> None:
     assert "fold_params" not in [p.name for p in run_passes(plain, "O2").report.passes]
     asked = run_passes(plain, "O1", inference=True)
     assert asked.report.passes[0].name == "fold_params" and asked.report.passes[0].changed
+
+
+@pytest.mark.parametrize("name", ["gpt_mini", "transformer_tiny", "lenet"])
+def test_unfold_gives_back_the_model_parameters(name: str) -> None:
+    g, _ = _traced(name)
+    o = fold_params(g).graph
+    state, folds = unfold_arrays(o.param_arrays(), o.metadata["folded_params"])
+    want = g.param_arrays()
+    # sliced-and-transposed weights (transformer cross-attention) stay stored under their names
+    recipes = o.metadata["folded_params"]
+    sliced = {k for k, r in recipes.items() if "slice" in r}
+    sliced_sources = {recipes[k].split("(")[-1].rstrip(")") for k in sliced}
+    assert set(state) == (set(want) - sliced_sources) | sliced
+    for k in set(state) - sliced:
+        np.testing.assert_array_equal(state[k], want[k], err_msg=k)
+    again = refold_arrays(state, folds)
+    assert set(again) == set(o.param_arrays())
+    for k, v in o.param_arrays().items():
+        np.testing.assert_array_equal(again[k], v, err_msg=k)
+    # a merged update reaches every stored copy of a tied weight
+    tied = [k for k, (src, _, stored) in folds.items() if stored]
+    assert bool(tied) == (name in ("gpt_mini", "transformer_tiny"))
+    for k in tied:
+        src = folds[k][0]
+        bumped = refold_arrays({**state, src: state[src] + 1}, folds)
+        np.testing.assert_array_equal(bumped[k], (state[src] + 1).T)
+        np.testing.assert_array_equal(bumped[src], state[src] + 1)
