@@ -21,6 +21,10 @@ nothing else is dropped. A chain that computes a graph output stays (the output 
 :func:`unfold_arrays` turns the stored weights of a folded graph back into the parameters of the
 model (for merging with checkpoints) and :func:`refold_arrays` stores them again.
 
+The stored data is a read-only NumPy view of the source where the op is one (transpose, reshape,
+slice: folding copies nothing, and a tied weight and its transpose share memory); ONNX export
+writes every initializer contiguously.
+
 **Inference only.** Folding detaches the stored copy from the parameter it came from, so
 training the folded graph would train the copy. The pass therefore leaves a graph marked as
 training (``metadata["training"]`` true, traced in training mode, or a compiled training step,
@@ -135,8 +139,12 @@ def _fold_node(node: Node, known: dict[Value, _Folded]) -> list[_Folded] | None:
         recipe = f"{node.op.name}{_attrs_text(node)}({inner})"
         if len(node.outputs) > 1:
             recipe += f"[{i}]"
-        folded.append(_Folded(np.array(arr, dtype=v.dtype.numpy, order="C"), roots,
-                              f"{lead.name}.{_suffix(node, i)}", recipe, lead.anchor))
+        data = np.asarray(arr, dtype=v.dtype.numpy)
+        if data.base is not None:  # a view of the source's data: never written through
+            data = data.view()
+            data.flags.writeable = False
+        folded.append(_Folded(data, roots, f"{lead.name}.{_suffix(node, i)}", recipe,
+                              lead.anchor))
     return folded
 
 

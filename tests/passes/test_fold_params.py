@@ -217,10 +217,22 @@ def test_o2_inference_graphs_read_no_transposed_parameter(name: str) -> None:
     assert list(got) == list(want)
     for k, w in want.items():
         np.testing.assert_allclose(got[k], w, rtol=1e-5, atol=1e-5, err_msg=k)
+    # the pass alone changes no bit: the stored weights are the transposes the graph computed
+    alone = Interpreter(fold_params(g).graph, training=False).run(feeds)
+    for k, w in want.items():
+        np.testing.assert_array_equal(alone[k], w, err_msg=k)
     # idempotent, alone and as part of the level
     again = fold_params(o)
     assert again.changed is False and again.graph is o
     assert not run_passes(o, "O2").changed
+
+
+def test_stored_transposes_share_the_source_data_read_only() -> None:
+    g, _ = _traced("gpt_mini")  # tied embedding: tok_emb.weight is also the head
+    o = fold_params(g).graph
+    src, t = g.param_map["tok_emb.weight"].data, o.param_map["tok_emb.weight.T"].data
+    assert np.shares_memory(src, t) and t.shape == src.shape[::-1]
+    assert not t.flags.writeable and src.flags.writeable
 
 
 def test_sources_are_listed_where_they_were() -> None:
@@ -293,3 +305,33 @@ def test_unfold_gives_back_the_model_parameters(name: str) -> None:
         bumped = refold_arrays({**state, src: state[src] + 1}, folds)
         np.testing.assert_array_equal(bumped[k], (state[src] + 1).T)
         np.testing.assert_array_equal(bumped[src], state[src] + 1)
+
+
+def test_imported_onnx_at_o2_has_no_identity_or_transposed_initializer() -> None:
+    """A foreign export: Identity of a shared initializer, Transpose of a weight, Identity
+    naming the output (as torch.onnx writes them)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from lbdl_graph.frontends.onnx import import_onnx
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((3, 4)).astype(np.float32)
+    nodes = [helper.make_node("Identity", ["w"], ["w_shared"]),
+             helper.make_node("Transpose", ["w_shared"], ["wt"], perm=[1, 0]),
+             helper.make_node("MatMul", ["x", "wt"], ["h"]),
+             helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Identity", ["r"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "foreign", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        initializer=[numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    onnx.checker.check_model(model)
+    g = import_onnx(model)
+    o = run_passes(g, "O2", inference=True).graph
+    assert o.op_counts() == {"matmul": 1, "relu": 1}
+    assert [p.name for p in o.params] == ["w.T"] and o.output_names() == ["y"]
+    feeds = {"x": rng.standard_normal((5, 4)).astype(np.float32)}
+    np.testing.assert_allclose(Interpreter(o).run(feeds)["y"],
+                               np.maximum(feeds["x"] @ w.T, 0), rtol=1e-6)
