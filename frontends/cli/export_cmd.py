@@ -1,9 +1,11 @@
 """``lbdl-graph export ZOO_MODEL -o model.onnx``: trace a zoo model and write it as ONNX.
 
-``--level`` optimises the graph first; ``--train`` exports the compiled training step instead
-(forward, loss, backward and Adam update in one graph): its state (parameters, optimizer moments,
-step counter) are graph inputs whose initial values are stored as overridable initializers, and
-each ``NAME:next`` output is the value to feed back as ``NAME`` on the next step.
+``--level`` optimises the graph first (the inference export always folds layout ops on
+parameters into stored weights, ``fold_params``, so no initializer is transposed at run time);
+``--train`` exports the compiled training step instead (forward, loss, backward and Adam update
+in one graph): its state (parameters, optimizer moments, step counter) are graph inputs whose
+initial values are stored as overridable initializers, and each ``NAME:next`` output is the
+value to feed back as ``NAME`` on the next step.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def _run(args: argparse.Namespace) -> int:
         from lbdl_graph.frontends import manual_seed
 
         manual_seed(args.seed)
-        graph, report, _ = optimize(entry.trace(), args.level)
+        graph, report, _ = optimize(entry.trace(), args.level, inference=True)
         model = to_onnx(graph, opset=args.opset, training=False)
         what = "inference graph"
     save_onnx(model, out, provenance=not args.strip_provenance)

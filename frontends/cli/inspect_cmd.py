@@ -2,11 +2,14 @@
 pipeline does to it.
 
 * ``inspect MODEL``: a layer summary (parameters, MACs, memory) of a zoo model or an ONNX file
-  and the report of an optimisation pipeline on it (``--level``, default O2); ``--json``.
+  and the report of an optimisation pipeline on it (``--level``, default O2, preceded by
+  ``fold_params`` as on every inference path); ``--json``. The memory figures count
+  activations only: values computed from parameters alone are reported on their own line.
 * ``optimize IN.onnx OUT.onnx``: import an ONNX model, run the pipeline (``--check`` compares
   every pass on NumPy) and export the result; the pass report goes to stdout.
 * ``viz MODEL -o OUT.svg``: an SVG from the builtin layered layout (nodes clustered by module)
-  or Graphviz DOT text (``--dot``). ``--diff LEVEL`` draws the graph before and after that
+  or Graphviz DOT text (``--dot``) of the inference graph (layout ops on parameters folded into
+  stored weights by ``fold_params``). ``--diff LEVEL`` draws the graph before and after that
   optimisation side by side (removed, added, fused and changed nodes coloured, with the pass
   that made each new node); with ``--dot`` the optimised graph with those nodes highlighted.
 """
@@ -39,7 +42,7 @@ def _inspect(args: argparse.Namespace) -> int:
     dims = parse_bind(args.bind)
     graph = load_graph(args.model, config=args.config)
     table = summary(graph, by=args.by, bindings=dims, depth=args.depth)
-    opt, report, _ = optimize(graph, args.level)
+    opt, report, _ = optimize(graph, args.level, inference=True)
     if args.json:
         print(json.dumps({"summary": table.to_dict(), "level": args.level,
                           "nodes_before": len(graph.nodes), "nodes_after": len(opt.nodes),
@@ -64,7 +67,7 @@ def _optimize(args: argparse.Namespace) -> int:
     if out.resolve() == src.resolve():
         raise CliError(f"refusing to overwrite the input {src}; choose another output path")
     graph = import_onnx(src)
-    opt, report, rules = optimize(graph, args.level, check=args.check)
+    opt, report, rules = optimize(graph, args.level, check=args.check, inference=True)
     save_onnx(opt, out, opset=args.opset, training=False)
     if args.json:
         print(json.dumps({"level": args.level, "nodes_before": len(graph.nodes),
@@ -87,13 +90,16 @@ def _viz(args: argparse.Namespace) -> int:
     graph = load_graph(args.model, config=args.config)
     cluster = not args.flat
     if args.diff is None:
+        from lbdl_graph.passes.fold_parameters import fold_params
+
+        graph = fold_params(graph).graph  # draw what runs: no transposed weights
         text = (to_dot(graph, cluster=cluster, params=args.params == "boxes") if args.dot
                 else to_svg(graph, cluster=cluster, params=args.params))
         atomic_write(out, text)
         print(f"wrote {out}: {graph.name}, {len(graph.nodes)} nodes "
               f"({'DOT' if args.dot else 'SVG'}, {out.stat().st_size:,} bytes)")
         return 0
-    opt, report, rules = optimize(graph, args.diff)
+    opt, report, rules = optimize(graph, args.diff, inference=True)
     d = graph_diff(graph, opt, rules)
     if args.dot:
         marks = {n.name: _DOT_COLORS[d.status(n.name)] for n in opt.nodes

@@ -289,6 +289,9 @@ class Importer:
                 features.append(("", "graph output", e.message))
         if features:
             raise self._unsupported(bad_ops, features, needs)
+        folded = _folded_params(self.model)
+        if folded:  # an lbdl-graph export: which initializers are stored layouts of which params
+            self.b.metadata["folded_params"] = folded
         try:
             return self.b.build(outputs, prune=True)
         except LbdlError as e:
@@ -341,6 +344,22 @@ class Importer:
                 if needs and not bad_ops else None)
         return OnnxUnsupportedError("\n".join(lines), ops=bad_ops, features=features,
                                     needs_constant=sorted(needs), hint=hint)
+
+
+def _folded_params(model: ModelProto) -> dict[str, str]:
+    """``metadata["folded_params"]`` of the graph an lbdl-graph export came from (or {})."""
+    import json
+
+    for prop in model.metadata_props:
+        if prop.key == "lbdl.metadata":
+            try:
+                meta = json.loads(prop.value)
+            except ValueError:
+                return {}
+            folded = meta.get("folded_params") if isinstance(meta, dict) else None
+            if isinstance(folded, dict):
+                return {str(k): str(v) for k, v in folded.items()}
+    return {}
 
 
 def import_onnx(model: ModelProto | str | os.PathLike[str] | bytes, *, name: str | None = None,

@@ -14,8 +14,12 @@ def test_inspect_zoo_model_summary_and_o2_report() -> None:
     r = cli("inspect", "lenet_digits")
     assert r.returncode == 0, r.stderr
     assert "Total params: 105,506" in r.stdout
-    assert "O2: 19 -> 16 nodes" in r.stdout
+    # fold_params stores the two transposed linear weights, simplify drops the output identity
+    assert "O2: 19 -> 13 nodes" in r.stdout
+    assert "fold_params" in r.stdout and "new_params=2" in r.stdout
     assert "fuse_linear" in r.stdout and "matmul_add_to_linear=2" in r.stdout
+    # the transposed classifier weights: (200 * 256 + 10 * 200) * 4 bytes
+    assert "Derived from params (MB): 0.21" in r.stdout
 
 
 def test_inspect_onnx_json_with_bindings(models: Path) -> None:
@@ -25,7 +29,11 @@ def test_inspect_onnx_json_with_bindings(models: Path) -> None:
     assert data["summary"]["totals"]["params"] == 105506
     assert data["summary"]["bindings"]["N"] == 8
     assert data["level"] == "O1"
-    assert data["passes"]["passes"][0]["name"] == "fold_constants"
+    # an inference path: parameters are folded first (the export already stored them folded)
+    names = [p["name"] for p in data["passes"]["passes"]]
+    assert names[:2] == ["fold_params", "fold_constants"]
+    assert data["passes"]["passes"][0]["changed"] is False
+    assert data["summary"]["totals"]["param_derived_bytes"] == 0
 
 
 def test_inspect_pass_list_and_family_config() -> None:
