@@ -2,7 +2,8 @@
 
 Every box becomes one DOT node whose ``id`` is the box id (``scope:layers.0/attn``,
 ``node:NAME``, ``input:x``, ``output:0:y``, ``param:w``, ``in:V``/``out:V`` for the boundary of
-a focused scope) and whose ``class`` is its kind, so the SVG that ``dot`` writes keeps both;
+a focused scope) and whose ``class`` is its kind (``op`` for an IR node), so the SVG that
+``dot`` writes keeps both (as ``class="node scope"``, ...);
 frames of open scopes are ``subgraph cluster_...`` blocks with ``id="cluster:PATH"``. Labels
 are HTML-like: a bold title, then plain lines, all at least 9 pt.
 """
@@ -86,7 +87,8 @@ def picture_dot(
     classes, fills, notes, tips = classes or {}, fills or {}, notes or {}, tips or {}
     decl: dict[str, str] = {}
     for bid, box in pic.boxes.items():
-        cls = " ".join(c for c in (box.kind, classes.get(bid, "")) if c)
+        kind = "op" if box.kind == "node" else box.kind  # dot itself writes class "node"
+        cls = " ".join(c for c in (kind, classes.get(bid, "")) if c)
         small = box.kind == "boundary"
         label = html_label(box.title, box.lines, notes.get(bid, ()), bold=not small,
                            size=SMALL if small else FONT_SIZE)
