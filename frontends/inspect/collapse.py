@@ -15,16 +15,17 @@ than ``max_boxes`` boxes raises :class:`PictureError` with its size and a depth 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from lbdl_graph.errors import LbdlError
 from lbdl_graph.graph import Graph, Node, Value
 
 from .common import Bindings, fmt_count, fmt_types, shorten
-from .scopes import ScopeError, ScopeTree, node_scope, scope_tree
+from .scopes import ScopeError, ScopeTree, node_scope, scope_parts, scope_tree
 
-__all__ = ["Box", "Link", "Picture", "PictureError", "collapse", "compact"]
+__all__ = ["Box", "Link", "Picture", "PictureError", "collapse", "compact",
+           "with_weight_nodes_at_home"]
 
 ParamMode = Literal["inline", "boxes", "none"]
 TARGET_BOXES = 60
@@ -101,12 +102,12 @@ def collapse(
     bindings: Bindings | None = None,
     target: int = TARGET_BOXES,
     max_boxes: int = MAX_BOXES,
-    tree: ScopeTree | None = None,
 ) -> Picture:
     """The picture of ``graph`` collapsed by scope (see the module doc)."""
     if params not in ("inline", "boxes", "none"):
         raise PictureError(f"params must be 'inline', 'boxes' or 'none', got {params!r}")
-    root = tree if tree is not None else scope_tree(graph, bindings)
+    original, graph = graph, with_weight_nodes_at_home(graph)
+    root = scope_tree(graph, bindings)
     base = root.find(focus) if focus else root
     if focus and base.total_nodes == 0:
         raise ScopeError(f"scope '{focus}' has no nodes to draw")
@@ -128,7 +129,49 @@ def collapse(
     total = _count(base, depth, opened) + extra
     if total > max_boxes:
         raise PictureError(_too_large(graph.name, base, depth, opened, extra, total, max_boxes))
-    return _Builder(graph, root, base, depth, opened, params, bindings).build(max_depth, focus)
+    pic = _Builder(graph, root, base, depth, opened, params, bindings).build(max_depth, focus)
+    if graph is not original:  # boxes hold the caller's node objects
+        back = dict(zip(graph.nodes, original.nodes, strict=True))
+        pic.box_of = {back[n]: b for n, b in pic.box_of.items()}
+        for box in pic.boxes.values():
+            box.nodes = tuple(back[n] for n in box.nodes)
+    return pic
+
+
+def with_weight_nodes_at_home(graph: Graph) -> Graph:
+    """``graph`` with each node computed from weights alone (constants, a transposed or cast
+    parameter, ...) moved into the deepest scope holding all its consumers, when that scope
+    is inside its own: an imported ``Identity(weight)`` at top level joins the layer reading
+    it. Other nodes are kept as they are (the same objects)."""
+    weight = set()
+    for n in graph.nodes:
+        if all(v is None or graph.param_of(v) is not None or graph.producer(v) in weight
+               for v in n.inputs):
+            weight.add(n)
+    if not weight:
+        return graph
+    outputs = set(graph.outputs)
+    home: dict[Node, tuple[str, ...]] = {}
+    for n in reversed(graph.nodes):
+        if n not in weight or any(v in outputs for v in n.outputs):
+            continue
+        users = [c for v in n.outputs for c in graph.consumers.get(v, ())]
+        if not users:
+            continue
+        paths = [home.get(c) or scope_parts(node_scope(c)) for c in users]
+        common = paths[0]
+        for p in paths[1:]:
+            k = 0
+            while k < min(len(common), len(p)) and common[k] == p[k]:
+                k += 1
+            common = common[:k]
+        own = scope_parts(node_scope(n))
+        if len(common) > len(own) and common[: len(own)] == own:
+            home[n] = common
+    if not home:
+        return graph
+    return graph.replace(nodes=[replace(n, scope="/".join(home[n])) if n in home else n
+                                for n in graph.nodes])
 
 
 def _is_open(t: ScopeTree, base: ScopeTree, depth: int, opened: set[tuple[str, ...]]) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from lbdl_graph import Graph, GraphBuilder, ops
@@ -145,6 +146,28 @@ def test_params_inline_boxes_or_none() -> None:
                       "param:fc2.bias"}
     assert ("param:fc1.weight", "node:fc1/matmul") in {(lk.src, lk.dst) for lk in boxes.links}
     assert collapse(g, depth=99, params="none").boxes["node:fc1/matmul"].lines == ["f32[N,256]"]
+
+
+def test_nodes_computed_from_weights_join_their_consumers_scope() -> None:
+    # as imported ONNX has them: Identity/Transpose of a weight at top level, read in one layer
+    with GraphBuilder("imported") as b:
+        x = b.input("x", "f32", ("N", 4))
+        w = b.param("w", np.zeros((4, 4), np.float32))
+        wt = ops.transpose(w, perm=(1, 0), name="Transpose_7")
+        shared = ops.identity(w, name="Identity_1")
+        with b.scope("enc.0"):
+            y = ops.matmul(x, wt)
+        with b.scope("enc.1"):
+            y = ops.matmul(ops.matmul(y, shared), shared)
+        with b.scope("dec"):
+            z = ops.matmul(y, shared)
+        g = b.build([z])
+    pic = collapse(g, depth=1)
+    assert pic.box_of[g.node_map["Transpose_7"]] == "scope:enc.0"  # the caller's node objects
+    assert "node:Identity_1" in pic.boxes  # read by two scopes: stays where it is
+    assert len(pic.boxes["scope:enc.0"].nodes) == 2
+    _check_partition(g, pic)
+    assert scope_tree(g).find("enc.0").total_nodes == 1  # the graph itself is unchanged
 
 
 def test_compact_counts() -> None:
