@@ -140,9 +140,10 @@ def collapse(
 
 def with_weight_nodes_at_home(graph: Graph) -> Graph:
     """``graph`` with each node computed from weights alone (constants, a transposed or cast
-    parameter, ...) moved into the deepest scope holding all its consumers, when that scope
-    is inside its own: an imported ``Identity(weight)`` at top level joins the layer reading
-    it. Other nodes are kept as they are (the same objects)."""
+    parameter, ...) moved into the deepest scope holding all its consumers, unless that scope
+    is shallower than its own: an imported ``Identity(weight)`` at top level or a constant
+    named ``const//encoder/...`` joins the layer reading it, a mask that every layer reads
+    stays where it is. Other nodes are kept as they are (the same objects)."""
     weight = set()
     for n in graph.nodes:
         if all(v is None or graph.param_of(v) is not None or graph.producer(v) in weight
@@ -166,7 +167,7 @@ def with_weight_nodes_at_home(graph: Graph) -> Graph:
                 k += 1
             common = common[:k]
         own = scope_parts(node_scope(n))
-        if len(common) > len(own) and common[: len(own)] == own:
+        if common != own and len(common) >= max(1, len(own)):
             home[n] = common
     if not home:
         return graph

@@ -18,7 +18,7 @@ from .collapse import MAX_BOXES, TARGET_BOXES, Box, ParamMode, Picture, collapse
 from .common import Bindings, shorten
 from .diff import GraphDiff, graph_diff
 from .dot import COLORS, dot_document, dot_id, html_label, picture_dot
-from .render import TIMEOUT_S, run_dot
+from .render import MAX_SIDE_PX, TIMEOUT_S, fit_depth, run_dot
 
 __all__ = ["diff_dot", "diff_svg"]
 
@@ -105,6 +105,14 @@ def diff_dot(
     max_boxes: int = MAX_BOXES,
 ) -> str:
     """DOT text of ``before`` and ``after`` side by side, changes coloured (module doc)."""
+    return _diff_dot(before, after, rule_names, depth, expand, params, cluster, bindings,
+                     target, max_boxes)[0]
+
+
+def _diff_dot(before: Graph, after: Graph, rule_names: Mapping[str, str] | None,
+              depth: int | None, expand: Iterable[str], params: ParamMode, cluster: bool,
+              bindings: Bindings | None, target: int, max_boxes: int) -> tuple[str, int]:
+    """:func:`diff_dot` and the depth it drew."""
     d = graph_diff(before, after, rule_names)
     kw: dict[str, Any] = {"expand": tuple(expand), "params": params, "bindings": bindings,
                           "target": target, "max_boxes": max_boxes}
@@ -127,11 +135,31 @@ def diff_dot(
     label = (f"{before.name} -> {after.name}: {c['removed']} removed, {c['added']} added, "
              f"{c['fused']} fused, {c['changed']} changed (depth {left.depth} of "
              f"{max(left.max_depth, right.max_depth)})")
-    return dot_document(f"{before.name} diff", body, label=label)
+    return dot_document(f"{before.name} diff", body, label=label), left.depth
 
 
-def diff_svg(before: Graph, after: Graph, *, rule_names: Mapping[str, str] | None = None,
-             timeout: float = TIMEOUT_S, engine: str | None = None, **kw: Any) -> str:
-    """The picture of :func:`diff_dot` laid out by ``dot`` (keywords as :func:`diff_dot`)."""
-    return run_dot(diff_dot(before, after, rule_names=rule_names, **kw), timeout=timeout,
-                   engine=engine)
+def diff_svg(
+    before: Graph,
+    after: Graph,
+    *,
+    rule_names: Mapping[str, str] | None = None,
+    depth: int | None = None,
+    expand: Iterable[str] = (),
+    params: ParamMode = "inline",
+    cluster: bool = True,
+    bindings: Bindings | None = None,
+    target: int = TARGET_BOXES,
+    max_boxes: int = MAX_BOXES,
+    max_side_px: float = MAX_SIDE_PX,
+    timeout: float = TIMEOUT_S,
+    engine: str | None = None,
+) -> str:
+    """The picture of :func:`diff_dot` laid out by ``dot``; an automatic depth is lowered
+    while the long side is over ``max_side_px``."""
+
+    def draw(d: int | None) -> tuple[str, int]:
+        text, chosen = _diff_dot(before, after, rule_names, d, tuple(expand), params, cluster,
+                                 bindings, target, max_boxes)
+        return run_dot(text, timeout=timeout, engine=engine), chosen
+
+    return fit_depth(draw, depth, max_side_px)

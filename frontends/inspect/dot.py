@@ -136,7 +136,7 @@ def dot_document(name: str, body: Iterable[str], *, label: str = "", rankdir: st
     """A complete ``digraph`` with the house style around DOT statements ``body``."""
     lines = [f"digraph {dot_id(name)} {{",
              f'  graph [rankdir={rankdir}, fontname="{FONT}", fontsize=12, labelloc=t, '
-             "labeljust=l, nodesep=0.22, ranksep=0.3, pad=0.15, outputorder=edgesfirst, "
+             "labeljust=l, nodesep=0.2, ranksep=0.25, pad=0.15, outputorder=edgesfirst, "
              'bgcolor="#ffffff"'
              + (f", label={dot_id(label)}" if label else "") + "];",
              f'  node [fontname="{FONT}", fontsize={FONT_SIZE}, margin="0.1,0.04", '

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
 
@@ -21,10 +21,12 @@ from lbdl_graph.graph import Graph
 from .collapse import MAX_BOXES, TARGET_BOXES, ParamMode, collapse
 from .common import Bindings
 from .dot import dot_document, highlight_boxes, picture_dot
+from .svg_geometry import parse_svg
 
-__all__ = ["LayoutError", "find_engine", "run_dot", "to_svg"]
+__all__ = ["MAX_SIDE_PX", "LayoutError", "find_engine", "fit_depth", "run_dot", "to_svg"]
 
 TIMEOUT_S = 120.0
+MAX_SIDE_PX = 4000.0  # the long side of a default picture, in px at 100 %
 
 
 class LayoutError(LbdlError):
@@ -92,20 +94,36 @@ def to_svg(
     title: str | None = None,
     target: int = TARGET_BOXES,
     max_boxes: int = MAX_BOXES,
+    max_side_px: float = MAX_SIDE_PX,
     timeout: float = TIMEOUT_S,
     engine: str | None = None,
 ) -> str:
     """An SVG picture of ``graph`` collapsed by scope and laid out by ``dot``.
 
-    ``depth`` (default: the deepest with at most ``target`` boxes), ``expand``, ``focus`` and
-    ``params`` are those of :func:`.collapse.collapse`; ``highlight`` marks nodes (a mapping
-    gives each a fill colour); ``title`` replaces the caption's graph name.
+    ``depth`` (default: the deepest with at most ``target`` boxes whose picture is at most
+    ``max_side_px`` on its long side), ``expand``, ``focus`` and ``params`` are those of
+    :func:`.collapse.collapse`; ``highlight`` marks nodes (a mapping gives each a fill
+    colour); ``title`` replaces the caption's graph name.
     """
-    pic = collapse(graph, depth=depth, expand=expand, focus=focus, params=params,
-                   bindings=bindings, target=target, max_boxes=max_boxes)
-    if title is not None:
-        pic.name = title
-    classes, fills = highlight_boxes(pic, highlight)
-    text = dot_document(graph.name, picture_dot(pic, cluster=cluster, classes=classes,
-                                                fills=fills), label=pic.label)
-    return run_dot(text, timeout=timeout, engine=engine)
+
+    def draw(d: int | None) -> tuple[str, int]:
+        pic = collapse(graph, depth=d, expand=expand, focus=focus, params=params,
+                       bindings=bindings, target=target, max_boxes=max_boxes)
+        if title is not None:
+            pic.name = title
+        classes, fills = highlight_boxes(pic, highlight)
+        text = dot_document(graph.name, picture_dot(pic, cluster=cluster, classes=classes,
+                                                    fills=fills), label=pic.label)
+        return run_dot(text, timeout=timeout, engine=engine), pic.depth
+
+    return fit_depth(draw, depth, max_side_px)
+
+
+def fit_depth(draw: Callable[[int | None], tuple[str, int]], depth: int | None,
+              max_side_px: float) -> str:
+    """``draw(depth)``; with an automatic depth, one level less while the SVG's long side is
+    over ``max_side_px`` (a picture of few boxes can still be tall: 12 blocks of 3 boxes)."""
+    svg, chosen = draw(depth)
+    while depth is None and chosen > 1 and parse_svg(svg).long_side_px > max_side_px:
+        svg, chosen = draw(chosen - 1)
+    return svg

@@ -92,6 +92,16 @@ def test_svg_caption_depth_and_expand() -> None:
     assert "scope:layers.1/attn" in ids
 
 
+def test_automatic_depth_is_lowered_until_the_picture_fits() -> None:
+    g = zoo.get("gpt_tiny").trace()
+    assert "depth 2 of 4" in to_svg(g)
+    small = to_svg(g, max_side_px=1200)
+    assert "depth 1 of 4" in small and parse_svg(small).long_side_px <= 1200
+    assert "depth 2 of 4" in to_svg(g, depth=2, max_side_px=1200)  # an explicit depth stays
+    tiny = parse_svg(to_svg(g, max_side_px=10))  # depth 1 is the floor
+    assert tiny.long_side_px > 10 and len(tiny.boxes) == len(collapse(g, depth=1).boxes)
+
+
 def test_svg_highlight_marks_the_box_holding_the_node() -> None:
     g = zoo.get("gpt_tiny").trace()
     svg = to_svg(g, depth=1, highlight=["layers.1.attn/softmax"])
