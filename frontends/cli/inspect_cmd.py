@@ -85,10 +85,10 @@ def _viz(args: argparse.Namespace) -> int:
         collapse,
         diff_dot,
         diff_svg,
+        draw_svg,
         graph_diff,
         parse_svg,
         to_dot,
-        to_svg,
     )
 
     out = check_output(args.output)
@@ -102,8 +102,11 @@ def _viz(args: argparse.Namespace) -> int:
     kind = "DOT" if args.dot else "SVG"
     if args.diff is None:
         kw["focus"] = args.focus
-        pic = collapse(graph, **{k: v for k, v in kw.items() if k != "cluster"})
-        text = to_dot(graph, **kw) if args.dot else to_svg(graph, **kw)
+        if args.dot:
+            text = to_dot(graph, **kw)
+            pic = collapse(graph, **{k: v for k, v in kw.items() if k != "cluster"})
+        else:
+            text, pic = draw_svg(graph, **kw)
         atomic_write(out, text)
         size = ""
         if not args.dot:

@@ -111,8 +111,8 @@ def diff_dot(
 
 def _diff_dot(before: Graph, after: Graph, rule_names: Mapping[str, str] | None,
               depth: int | None, expand: Iterable[str], params: ParamMode, cluster: bool,
-              bindings: Bindings | None, target: int, max_boxes: int) -> tuple[str, int]:
-    """:func:`diff_dot` and the depth it drew."""
+              bindings: Bindings | None, target: int, max_boxes: int) -> tuple[str, Picture]:
+    """:func:`diff_dot` and the picture of the left side (its depth is that of both)."""
     d = graph_diff(before, after, rule_names)
     kw: dict[str, Any] = {"expand": tuple(expand), "params": params, "bindings": bindings,
                           "target": target, "max_boxes": max_boxes}
@@ -135,7 +135,7 @@ def _diff_dot(before: Graph, after: Graph, rule_names: Mapping[str, str] | None,
     label = (f"{before.name} -> {after.name}: {c['removed']} removed, {c['added']} added, "
              f"{c['fused']} fused, {c['changed']} changed (depth {left.depth} of "
              f"{max(left.max_depth, right.max_depth)})")
-    return dot_document(f"{before.name} diff", body, label=label), left.depth
+    return dot_document(f"{before.name} diff", body, label=label), left
 
 
 def diff_svg(
@@ -157,9 +157,9 @@ def diff_svg(
     """The picture of :func:`diff_dot` laid out by ``dot``; an automatic depth is lowered
     while the long side is over ``max_side_px``."""
 
-    def draw(d: int | None) -> tuple[str, int]:
-        text, chosen = _diff_dot(before, after, rule_names, d, tuple(expand), params, cluster,
-                                 bindings, target, max_boxes)
-        return run_dot(text, timeout=timeout, engine=engine), chosen
+    def draw(d: int | None) -> tuple[str, Picture]:
+        text, left = _diff_dot(before, after, rule_names, d, tuple(expand), params, cluster,
+                               bindings, target, max_boxes)
+        return run_dot(text, timeout=timeout, engine=engine), left
 
-    return fit_depth(draw, depth, max_side_px)
+    return fit_depth(draw, depth, max_side_px)[0]

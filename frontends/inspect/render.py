@@ -14,16 +14,18 @@ import subprocess
 from collections.abc import Callable, Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from lbdl_graph.errors import LbdlError
 from lbdl_graph.graph import Graph
 
-from .collapse import MAX_BOXES, TARGET_BOXES, ParamMode, collapse
+from .collapse import MAX_BOXES, TARGET_BOXES, ParamMode, Picture, collapse
 from .common import Bindings
 from .dot import dot_document, highlight_boxes, picture_dot
 from .svg_geometry import parse_svg
 
-__all__ = ["MAX_SIDE_PX", "LayoutError", "find_engine", "fit_depth", "run_dot", "to_svg"]
+__all__ = ["MAX_SIDE_PX", "LayoutError", "draw_svg", "find_engine", "fit_depth", "run_dot",
+           "to_svg"]
 
 TIMEOUT_S = 120.0
 MAX_SIDE_PX = 4000.0  # the long side of a default picture, in px at 100 %
@@ -81,7 +83,13 @@ def run_dot(text: str, *, fmt: str = "svg", timeout: float = TIMEOUT_S,
     return res.stdout.decode()
 
 
-def to_svg(
+def to_svg(graph: Graph, **kw: Any) -> str:
+    """An SVG picture of ``graph`` collapsed by scope and laid out by ``dot`` (the keywords
+    of :func:`draw_svg`)."""
+    return draw_svg(graph, **kw)[0]
+
+
+def draw_svg(
     graph: Graph,
     *,
     depth: int | None = None,
@@ -97,8 +105,9 @@ def to_svg(
     max_side_px: float = MAX_SIDE_PX,
     timeout: float = TIMEOUT_S,
     engine: str | None = None,
-) -> str:
-    """An SVG picture of ``graph`` collapsed by scope and laid out by ``dot``.
+) -> tuple[str, Picture]:
+    """An SVG picture of ``graph`` collapsed by scope and laid out by ``dot``, and the
+    :class:`.collapse.Picture` it draws.
 
     ``depth`` (default: the deepest with at most ``target`` boxes whose picture is at most
     ``max_side_px`` on its long side), ``expand``, ``focus`` and ``params`` are those of
@@ -106,7 +115,7 @@ def to_svg(
     colour); ``title`` replaces the caption's graph name.
     """
 
-    def draw(d: int | None) -> tuple[str, int]:
+    def draw(d: int | None) -> tuple[str, Picture]:
         pic = collapse(graph, depth=d, expand=expand, focus=focus, params=params,
                        bindings=bindings, target=target, max_boxes=max_boxes)
         if title is not None:
@@ -114,16 +123,16 @@ def to_svg(
         classes, fills = highlight_boxes(pic, highlight)
         text = dot_document(graph.name, picture_dot(pic, cluster=cluster, classes=classes,
                                                     fills=fills), label=pic.label)
-        return run_dot(text, timeout=timeout, engine=engine), pic.depth
+        return run_dot(text, timeout=timeout, engine=engine), pic
 
     return fit_depth(draw, depth, max_side_px)
 
 
-def fit_depth(draw: Callable[[int | None], tuple[str, int]], depth: int | None,
-              max_side_px: float) -> str:
+def fit_depth(draw: Callable[[int | None], tuple[str, Picture]], depth: int | None,
+              max_side_px: float) -> tuple[str, Picture]:
     """``draw(depth)``; with an automatic depth, one level less while the SVG's long side is
     over ``max_side_px`` (a picture of few boxes can still be tall: 12 blocks of 3 boxes)."""
-    svg, chosen = draw(depth)
-    while depth is None and chosen > 1 and parse_svg(svg).long_side_px > max_side_px:
-        svg, chosen = draw(chosen - 1)
-    return svg
+    svg, pic = draw(depth)
+    while depth is None and pic.depth > 1 and parse_svg(svg).long_side_px > max_side_px:
+        svg, pic = draw(pic.depth - 1)
+    return svg, pic
