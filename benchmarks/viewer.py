@@ -82,13 +82,15 @@ def bert_graph(path: str | None) -> Graph:
             return self.bert(input_ids=ids, attention_mask=mask, return_dict=False)[0]
 
     torch.manual_seed(0)
-    out = Path(path) if path is not None else Path(tempfile.mkdtemp()) / "bert.onnx"
     ids = torch.zeros((1, 128), dtype=torch.long)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated, not gone
-        torch.onnx.export(Encoder(), (ids,), str(out), input_names=["input_ids"],
-                          output_names=["last_hidden_state"], opset_version=17, dynamo=False)
-    return import_onnx(out)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(path) if path is not None else Path(tmp) / "bert.onnx"
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated, not gone
+            torch.onnx.export(Encoder(), (ids,), str(out), input_names=["input_ids"],
+                              output_names=["last_hidden_state"], opset_version=17,
+                              dynamo=False)
+        return import_onnx(out)
 
 
 def picture(name: str, graph: Graph, repeat: int) -> Figures:
