@@ -143,8 +143,14 @@ def test_viz_bad_input(tmp_path: Path) -> None:
           "no scope 'layers.0.atn'", "nearest: layers.0/attn")
     fails(cli("viz", "gpt_tiny", "--focus", "layrs.1", "-o", out), 1, "ScopeError",
           "nearest: layers.1")
+    from lbdl_graph.frontends.inspect import collapse
+    from lbdl_graph.frontends.zoo import ZOO
+    from lbdl_graph.passes.fold_parameters import fold_params
+
+    full = len(collapse(fold_params(ZOO["gpt_tiny"].trace()).graph, depth=4,
+                        max_boxes=10**6).boxes)  # what viz draws: weights folded first
     fails(cli("viz", "gpt_tiny", "--depth", "9", "--max-boxes", "40", "-o", out), 1,
-          "PictureError", "at depth 4 would have 93 boxes (limit 40)", "--depth 2",
+          "PictureError", f"at depth 4 would have {full} boxes (limit 40)", "--depth 2",
           "lbdl-graph explore")
     fails(cli("viz", "gpt_tiny", "--depth", "0", "-o", out), 2, "--depth must be at least 1")
     fails(cli("viz", "gpt_tiny", "--focus", "layers.0", "--diff", "O2", "-o", out), 2)
