@@ -1,0 +1,375 @@
+"""Graphs as Model Explorer JSON: one node per op, input, parameter and output, nested by scope.
+
+:func:`me_graph` turns an IR :class:`~lbdl_graph.graph.Graph` into the JSON form of Model
+Explorer's ``graph_builder.Graph`` (plain dicts, so that 100,000-node graphs convert in seconds):
+
+* a node's ``namespace`` is its scope as a tree path (:func:`~.scopes.scope_path`), so a GPT
+  opens as its top-level layers, each collapsible;
+* parameters and graph inputs become nodes in the scope that reads them, graph outputs nodes
+  beside their producer (nothing crowds the top level);
+* each node lists its op, attributes, input and output types, the DSL source line, its scope
+  and origin (the pass and rule that made it);
+* ``groupNodeAttributes`` give every scope its totals (nodes, parameters, MACs, output bytes).
+
+:func:`onnx_me_graph` does the same for an ONNX model (e.g. as ONNX Runtime optimised it), with
+scopes taken from node or tensor names (``layers.0.attn/linear``, ``/encoder/layer.0/...``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from lbdl_graph.graph import Graph, Node, Value
+
+from .common import Bindings, fmt_count, module_of
+from .scopes import node_scope, scope_parts, scope_path, scope_tree
+
+__all__ = [
+    "fmt_attr",
+    "input_id",
+    "me_collection",
+    "me_graph",
+    "onnx_me_graph",
+    "onnx_scope",
+    "output_id",
+    "param_id",
+]
+
+JSON = dict[str, Any]
+MAX_ELEMENTS = 16  # constant values shown in full up to this many elements
+
+
+def input_id(name: str) -> str:
+    """The Model Explorer node id of graph input ``name``."""
+    return f"input:{name}"
+
+
+def param_id(name: str) -> str:
+    """The node id of parameter (or ONNX initializer) ``name``."""
+    return f"param:{name}"
+
+
+def output_id(name: str) -> str:
+    """The node id of graph output ``name``."""
+    return f"output:{name}"
+
+
+def fmt_attr(value: Any) -> str:
+    """An attribute value as short text: arrays as ``f32[2,3] [...]``, tuples as ``(1, 2)``."""
+    if isinstance(value, np.ndarray):
+        head = f"{value.dtype}{list(value.shape)}"
+        if value.size > MAX_ELEMENTS:
+            return head
+        return f"{head} {np.array2string(value, threshold=MAX_ELEMENTS, separator=', ')}"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return "(" + ", ".join(fmt_attr(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    return str(value)
+
+
+def _kv(key: str, value: str) -> JSON:
+    return {"key": key, "value": value}
+
+
+def _home(name: str, scopes: list[str]) -> str:
+    """Where a non-op value (input, parameter) lives: the longest module prefix of its name that
+    one of its readers lives in, else the common scope of its readers (tree path form)."""
+    prefix = name.rpartition(".")[0]
+    while prefix:
+        if any(s == prefix or s.startswith(prefix + ".") for s in scopes):
+            return scope_path(prefix)
+        prefix = prefix.rpartition(".")[0]
+    if not scopes:
+        return ""
+    common = scope_parts(scopes[0])
+    for s in scopes[1:]:
+        parts = scope_parts(s)
+        n = 0
+        while n < min(len(common), len(parts)) and common[n] == parts[n]:
+            n += 1
+        common = common[:n]
+    return "/".join(common)
+
+
+def _short(name: str) -> str:
+    """The last level of a dotted or ``/`` path (``layers.0.attn.q.weight`` -> ``weight``)."""
+    return name.replace("/", ".").rpartition(".")[2] or name
+
+
+class _Sources:
+    """DSL source locations as text, file paths relative to the working directory (cached)."""
+
+    def __init__(self) -> None:
+        self._rel: dict[str, str] = {}
+        self._cwd = os.getcwd()
+
+    def __call__(self, node: Node) -> str:
+        loc = node.source
+        if loc is None:
+            return ""
+        rel = self._rel.get(loc.file)
+        if rel is None:
+            try:
+                rel = os.path.relpath(loc.file, self._cwd)
+            except ValueError:
+                rel = loc.file
+            if rel.startswith(".." + os.sep + ".."):
+                rel = loc.file
+            self._rel[loc.file] = rel
+        return f"{rel}:{loc.line}" + (f" in {loc.func}" if loc.func else "")
+
+
+def _op_node(node: Node, ns: str, rule: str, where: Mapping[Value, tuple[str, int]],
+             source: str) -> JSON:
+    names = node.op.inputs
+    attrs = [_kv("op", node.op.name), _kv("name", node.name)]
+    attrs += [_kv(k, fmt_attr(v)) for k, v in node.attrs.items()]
+    attrs.append(_kv("inputs", ", ".join(str(v.type) if v is not None else "_"
+                                         for v in node.inputs)))
+    attrs.append(_kv("outputs", ", ".join(str(v.type) for v in node.outputs)))
+    if source:
+        attrs.append(_kv("source", source))
+    attrs.append(_kv("scope", node_scope(node) or "(top level)"))
+    attrs.append(_kv("origin", rule or "traced"))
+    edges, in_meta = [], []
+    for i, v in enumerate(node.inputs):
+        if v is None:
+            continue
+        src, k = where[v]
+        edges.append({"sourceNodeId": src, "sourceNodeOutputId": str(k),
+                      "targetNodeInputId": str(i)})
+        slot = names[min(i, len(names) - 1)].strip("*?") if names else str(i)
+        in_meta.append({"id": str(i), "attrs": [_kv("__tensor_tag", slot)]})
+    out_meta = [{"id": str(k), "attrs": [_kv("tensor_name", v.name), _kv("shape", str(v.type))]}
+                for k, v in enumerate(node.outputs)]
+    return {"id": node.name, "label": node.op.name, "namespace": ns, "attrs": attrs,
+            "incomingEdges": edges, "outputsMetadata": out_meta, "inputsMetadata": in_meta}
+
+
+def _value_node(nid: str, label: str, ns: str, v: Value, kind: str, extra: Iterable[JSON] = ()
+                ) -> JSON:
+    attrs = [_kv("op", kind), _kv("name", v.name), _kv("outputs", str(v.type)), *extra]
+    return {"id": nid, "label": label, "namespace": ns, "attrs": attrs, "incomingEdges": [],
+            "outputsMetadata": [{"id": "0", "attrs": [_kv("tensor_name", v.name),
+                                                      _kv("shape", str(v.type))]}]}
+
+
+def _output_node(v: Value, ns: str, src: tuple[str, int]) -> JSON:
+    return {"id": output_id(v.name), "label": "output", "namespace": ns,
+            "attrs": [_kv("op", "graph output"), _kv("name", v.name), _kv("inputs", str(v.type))],
+            "incomingEdges": [{"sourceNodeId": src[0], "sourceNodeOutputId": str(src[1]),
+                               "targetNodeInputId": "0"}]}
+
+
+def _group_attributes(graph: Graph, bindings: Bindings | None, label: str) -> dict[str, dict[str,
+                                                                                         str]]:
+    """Per scope (and ``""`` for the whole graph): totals of the scope tree."""
+    out: dict[str, dict[str, str]] = {}
+    for t in scope_tree(graph, bindings).walk():
+        ops = ", ".join(f"{k} {v}" for k, v in list(t.op_counts().items())[:6])
+        out[t.key] = {"nodes": fmt_count(t.total_nodes), "parameters": fmt_count(t.total_params),
+                      "MACs": fmt_count(t.total_macs), "output bytes": fmt_count(t.total_bytes),
+                      "ops": ops}
+    out[""] = {"graph": graph.name, "stage": label, **out.get("", {}),
+               "inputs": ", ".join(f"{v.name}: {v.type}" for v in graph.inputs[:8])
+               + (" ..." if len(graph.inputs) > 8 else "")}
+    return out
+
+
+def me_graph(graph: Graph, graph_id: str, *, rules: Mapping[str, str] | None = None,
+             bindings: Bindings | None = None, label: str = "",
+             trainable: Iterable[str] = (),
+             notes: Mapping[str, list[tuple[str, str]]] | None = None) -> JSON:
+    """``graph`` as a Model Explorer graph (JSON-ready dict) with id ``graph_id``.
+
+    ``rules``: node name -> the pass (and rule) that made it, for nodes whose ``origin`` is
+    empty; ``bindings`` size symbolic dims in the scope totals; ``trainable`` names inputs that
+    are trainable parameters (the state inputs of a training step); ``notes`` adds (key, value)
+    attributes to named nodes (what the pass diff says of them).
+    """
+    rules = rules or {}
+    notes = notes or {}
+    where: dict[Value, tuple[str, int]] = {}
+    for v in graph.inputs:
+        where[v] = (input_id(v.name), 0)
+    for p in graph.params:
+        where[p.value] = (param_id(p.name), 0)
+    namespaces: dict[Node, str] = {}
+    for n in graph.nodes:
+        namespaces[n] = scope_path(node_scope(n))
+        for k, v in enumerate(n.outputs):
+            where[v] = (n.name, k)
+    consumers = graph.consumers
+    learnable = set(trainable)
+
+    def reader_scopes(v: Value) -> list[str]:
+        return [node_scope(c) for c in consumers.get(v, ())]
+
+    nodes: list[JSON] = []
+    for v in graph.inputs:
+        kind = "parameter (state input)" if v.name in learnable else "graph input"
+        nodes.append(_value_node(input_id(v.name), _short(v.name) if v.name in learnable
+                                 else "input", _home(v.name, reader_scopes(v)), v, kind))
+    for p in graph.params:
+        nodes.append(_value_node(
+            param_id(p.name), _short(p.name), _home(p.name, reader_scopes(p.value)), p.value,
+            "parameter" if p.trainable else "buffer",
+            [_kv("elements", fmt_count(p.data.size))]))
+    source = _Sources()
+    for n in graph.nodes:
+        nd = _op_node(n, namespaces[n], n.origin or rules.get(n.name, ""), where, source(n))
+        if n.name in notes:
+            nd["attrs"] += [_kv(k, v) for k, v in notes[n.name]]
+        nodes.append(nd)
+    homes = {nd["id"]: nd["namespace"] for nd in nodes}
+    for v in graph.outputs:
+        src = where[v]
+        nodes.append(_output_node(v, homes.get(src[0], ""), src))
+    return {"id": graph_id, "nodes": nodes,
+            "groupNodeAttributes": _group_attributes(graph, bindings, label or graph_id)}
+
+
+def me_collection(label: str, graphs: list[JSON]) -> JSON:
+    """A graph collection (what Model Explorer's JSON loader reads), graphs in the given order
+    (their ids sort by name in stage order)."""
+    return {"label": label, "graphs": graphs, "graphSorting": "name_asc"}
+
+
+# ---------------------------------------------------------------- ONNX
+
+
+def onnx_scope(node_name: str, output_name: str = "") -> str:
+    """The scope of an ONNX node from its name (or, failing that, its first output's name):
+    ``layers.0.attn/linear`` -> ``layers.0/attn``; torch's ``/encoder/layer.0/attention/MatMul``
+    -> ``encoder/layer.0/attention``."""
+    for name in (node_name, output_name):
+        scope = name.strip("/").rpartition("/")[0] if name.startswith("/") else module_of(name)
+        if scope:
+            return scope_path(scope)
+    return ""
+
+
+def onnx_me_graph(model: Any, graph_id: str, *, label: str = "") -> JSON:
+    """An ONNX ``ModelProto`` as a Model Explorer graph: nodes by op type (with domain), scopes
+    from names, initializers as parameter nodes beside their readers."""
+    from onnx import helper
+
+    g = model.graph
+    types: dict[str, str] = {}
+    for vi in [*g.input, *g.output, *g.value_info]:
+        types[vi.name] = _onnx_type(vi.type)
+    inits = {t.name: t for t in g.initializer}
+    where: dict[str, tuple[str, int]] = {}
+    for vi in g.input:
+        if vi.name not in inits:
+            where[vi.name] = (input_id(vi.name), 0)
+    for name in inits:
+        where[name] = (param_id(name), 0)
+    scopes: dict[str, str] = {}
+    for i, n in enumerate(g.node):
+        nid = n.name or f"{n.op_type}_{i}"
+        scopes[nid] = onnx_scope(n.name, n.output[0] if n.output else "")
+        for k, o in enumerate(n.output):
+            if o:
+                where[o] = (nid, k)
+    readers: dict[str, list[str]] = {}
+    nodes: list[JSON] = []
+    for i, n in enumerate(g.node):
+        nid = n.name or f"{n.op_type}_{i}"
+        op = f"{n.domain}.{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type
+        attrs = [_kv("op", op), _kv("name", nid)]
+        attrs += [_kv(a.name, fmt_attr(_onnx_attr(helper.get_attribute_value(a))))
+                  for a in n.attribute]
+        attrs.append(_kv("inputs", ", ".join(f"{x}: {types.get(x, '?')}" if x else "_"
+                                             for x in n.input)))
+        attrs.append(_kv("outputs", ", ".join(f"{x}: {types.get(x, '?')}" for x in n.output)))
+        attrs.append(_kv("scope", scopes[nid] or "(top level)"))
+        edges = []
+        for j, x in enumerate(n.input):
+            if x and x in where:
+                src, k = where[x]
+                edges.append({"sourceNodeId": src, "sourceNodeOutputId": str(k),
+                              "targetNodeInputId": str(j)})
+                readers.setdefault(x, []).append(scopes[nid])
+        out_meta = [{"id": str(k), "attrs": [_kv("tensor_name", o),
+                                             _kv("shape", types.get(o, "?"))]}
+                    for k, o in enumerate(n.output)]
+        nodes.append({"id": nid, "label": n.op_type, "namespace": scopes[nid], "attrs": attrs,
+                      "incomingEdges": edges, "outputsMetadata": out_meta})
+    head: list[JSON] = []
+    for vi in g.input:
+        if vi.name not in inits:
+            head.append(_onnx_value_node(input_id(vi.name), "input", "", vi.name,
+                                         types.get(vi.name, "?"), "graph input"))
+    for name, t in inits.items():
+        try:
+            dt = helper.tensor_dtype_to_np_dtype(t.data_type).name
+        except (KeyError, TypeError, ValueError):
+            dt = "?"
+        dims = f"{dt}[{','.join(str(d) for d in t.dims)}]"
+        head.append(_onnx_value_node(param_id(name), _short(name),
+                                     _home(name, [s.replace("/", ".") for s in
+                                                  readers.get(name, [])]),
+                                     name, dims, "initializer"))
+    for o in g.output:
+        if o.name in where:
+            at = where[o.name]
+            nodes.append({"id": output_id(o.name), "label": "output",
+                          "namespace": scopes.get(at[0], ""),
+                          "attrs": [_kv("op", "graph output"), _kv("name", o.name),
+                                    _kv("inputs", types.get(o.name, "?"))],
+                          "incomingEdges": [{"sourceNodeId": at[0],
+                                             "sourceNodeOutputId": str(at[1]),
+                                             "targetNodeInputId": "0"}]})
+    counts: dict[str, int] = {}
+    for n in g.node:
+        counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    top = ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])[:8])
+    group = {"": {"graph": g.name, "stage": label or graph_id, "nodes": fmt_count(len(g.node)),
+                  "initializers": fmt_count(len(inits)), "ops": top}}
+    return {"id": graph_id, "nodes": head + nodes, "groupNodeAttributes": group}
+
+
+def _onnx_value_node(nid: str, label: str, ns: str, name: str, type_text: str, kind: str
+                     ) -> JSON:
+    return {"id": nid, "label": label, "namespace": ns,
+            "attrs": [_kv("op", kind), _kv("name", name), _kv("outputs", type_text)],
+            "incomingEdges": [],
+            "outputsMetadata": [{"id": "0", "attrs": [_kv("tensor_name", name),
+                                                      _kv("shape", type_text)]}]}
+
+
+def _onnx_attr(value: Any) -> Any:
+    """An ONNX attribute value in printable form (tensors summarised, bytes decoded)."""
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    if isinstance(value, list):
+        return tuple(_onnx_attr(v) for v in value)
+    if hasattr(value, "dims") and hasattr(value, "data_type"):
+        from onnx import numpy_helper
+
+        return numpy_helper.to_array(value)
+    if hasattr(value, "node"):  # a subgraph
+        return f"<graph {value.name}: {len(value.node)} nodes>"
+    return value
+
+
+def _onnx_type(t: Any) -> str:
+    """``f32[N,16]``-like text of an ONNX type proto (``?`` when unknown)."""
+    from onnx import helper
+
+    if not t.HasField("tensor_type"):
+        return "?"
+    tt = t.tensor_type
+    try:
+        dt = helper.tensor_dtype_to_np_dtype(tt.elem_type).name
+    except (KeyError, TypeError, ValueError):
+        dt = "?"
+    dims = [d.dim_param or (str(d.dim_value) if d.HasField("dim_value") else "?")
+            for d in tt.shape.dim]
+    return f"{dt}[{','.join(dims)}]"
