@@ -88,12 +88,21 @@ def _root(node: Node) -> str:
 def saved_for_backward(step: Graph, bindings: Bindings | None = None) -> Values:
     """Activation memory kept for the backward pass, per forward node of a training step: the
     bytes of its outputs that a backward node (scope ``grad/...``) reads. Forward nodes are the
-    ones outside the ``grad`` and ``optim`` scopes; parameters and inputs are not activations."""
-    out: Values = {}
+    ones outside the ``grad`` and ``optim`` scopes; activations are the values that depend on
+    the step's data inputs (its ``batch``), so weights and values computed from weights alone
+    (a transposed weight) do not count; a data input the backward reads counts on its node."""
+    meta = step.metadata.get("train_step") or {}
+    batch = set(meta.get("batch", ())) or {v.name for v in step.inputs}
+    data = {v for v in step.inputs if v.name in batch}
     consumers = step.consumers
+    out: Values = {input_id(v.name): float(type_bytes(v.type, bindings)) for v in data
+                   if any(_root(c) in backward_roots for c in consumers.get(v, ()))}
     for n in step.nodes:
         if _root(n) in backward_roots or _root(n) in _update_roots:
             continue
+        if not any(v in data for v in n.inputs if v is not None):
+            continue
+        data.update(n.outputs)
         kept = sum(type_bytes(v.type, bindings) for v in n.outputs
                    if any(_root(c) in backward_roots for c in consumers.get(v, ())))
         if kept:

@@ -105,7 +105,7 @@ def build_stages(graph: Graph, level: str | Sequence[str] = "O2", *,
         g, changed = _run_pass(g, name, p)
         if changed:
             rules = {**rules, **{n: name for n in g.node_map if n not in before}}
-            stages.append(Stage(f"{len(stages):02d} {name}", "pass", g, dict(rules),
+            stages.append(Stage(f"{len(stages):02d} {name}", "pass", g, rules=dict(rules),
                                 note=f"after {name}"))
         at_step.append(len(stages) - 1)
     final = stages[-1]
@@ -123,7 +123,7 @@ def build_stages(graph: Graph, level: str | Sequence[str] = "O2", *,
                 before = set(c.node_map)
                 c, changed = _run_pass(c, name, p)
                 crules.update({n: name for n in c.node_map if n not in before})
-            stages.append(Stage(f"{len(stages):02d} {compare}", "compare", c, crules,
+            stages.append(Stage(f"{len(stages):02d} {compare}", "compare", c, rules=crules,
                                 note=f"compared with the final graph ({compare})"))
     if train is not None:
         step_graph = getattr(train, "graph", train)
