@@ -6,13 +6,16 @@
 * :func:`to_dot` - Graphviz DOT text with nested clusters by module path;
 * :func:`to_svg` - an SVG picture from a builtin layered layout (or the ``dot`` binary);
 * :func:`graph_diff`, :func:`diff_text`, :func:`diff_svg` - what an optimisation removed, added,
-  fused and changed, with the rule responsible when the pass manager names it.
+  fused and changed, with the rule responsible when the pass manager names it;
+* :func:`explore` - every stage of a pipeline in Google's Model Explorer (a local server, or JSON
+  files with ``out=``), with per-node overlays and the pass diff.
 """
 
 from __future__ import annotations
 
 from .diff import GraphDiff, diff_svg, diff_text, graph_diff
 from .dot import to_dot
+from .explorer import ExplorerError, ExplorerServer, explore
 from .layout import Layout, count_crossings, layered_layout
 from .scopes import ScopeError, ScopeTree, node_scope, scope_parts, scope_path, scope_tree
 from .summary import MAC_RULES, Summary, SummaryRow, node_macs, register_macs, summary
@@ -20,6 +23,8 @@ from .svg import graph_layout, to_svg
 
 __all__ = [
     "MAC_RULES",
+    "ExplorerError",
+    "ExplorerServer",
     "GraphDiff",
     "Layout",
     "ScopeError",
@@ -29,6 +34,7 @@ __all__ = [
     "count_crossings",
     "diff_svg",
     "diff_text",
+    "explore",
     "graph_diff",
     "graph_layout",
     "layered_layout",

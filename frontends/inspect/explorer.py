@@ -22,6 +22,7 @@ shuts down.
 from __future__ import annotations
 
 import errno
+import html
 import json
 import socket
 import sys
@@ -39,7 +40,7 @@ from lbdl_graph.graph import Graph
 from .common import Bindings
 from .explorer_stages import Bundle, ExplorerError, build_bundle, build_stages, write_bundle
 
-__all__ = ["ExplorerError", "ExplorerServer", "explore", "free_port", "serve"]
+__all__ = ["ExplorerError", "ExplorerServer", "check_port", "explore", "free_port", "serve"]
 
 HOST = "127.0.0.1"
 PORT_TRIES = 50
@@ -47,11 +48,17 @@ _SERVERS: dict[int, Any] = {}  # port -> the werkzeug server running Model Explo
 _LOCK = threading.Lock()
 
 
+def check_port(port: int) -> int:
+    """``port`` if it is a TCP port number, else an :class:`ExplorerError`."""
+    if not 0 < port < 65536:
+        raise ExplorerError(f"port {port} is not a TCP port (1-65535)")
+    return port
+
+
 def free_port(port: int, host: str = HOST, tries: int = PORT_TRIES, *, quiet: bool = False
               ) -> int:
     """``port`` if it can be bound on ``host``, else the next free one (said on stdout)."""
-    if not 0 < port < 65536:
-        raise ExplorerError(f"port {port} is not a TCP port (1-65535)")
+    check_port(port)
     for p in range(port, min(port + tries, 65536)):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
@@ -91,7 +98,7 @@ class ExplorerServer:
         return self.thread.is_alive() and _healthy(self.host, self.port)
 
     def _repr_html_(self) -> str:
-        return (f'<iframe src="{self.url}" width="100%" height="850" '
+        return (f'<iframe src="{html.escape(self.url)}" width="100%" height="850" '
                 f'style="border:1px solid #ccc"></iframe>')
 
     def __repr__(self) -> str:
