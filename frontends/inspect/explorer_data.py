@@ -11,13 +11,14 @@ the *after* graph, each labelled with the rule that made it (``"fused: fuse_line
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
-from lbdl_graph.graph import Graph, Node
+from lbdl_graph.graph import Graph, Node, Value
 
 from .common import Bindings, type_bytes
 from .diff import GraphDiff
@@ -74,15 +75,34 @@ def mac_values(graph: Graph, bindings: Bindings | None = None) -> Values:
     return out
 
 
+class _Bytes:
+    """Bytes of a value's type under fixed bindings, cached per type object."""
+
+    def __init__(self, bindings: Bindings | None) -> None:
+        self.bindings = bindings
+        self._cache: dict[Any, int] = {}
+
+    def __call__(self, v: Value) -> int:
+        n = self._cache.get(v.type)
+        if n is None:
+            n = self._cache[v.type] = type_bytes(v.type, self.bindings)
+        return n
+
+
 def bytes_values(graph: Graph, bindings: Bindings | None = None) -> Values:
     """Bytes of every op node's outputs."""
-    return {n.name: float(sum(type_bytes(v.type, bindings) for v in n.outputs))
-            for n in graph.nodes}
+    size = _Bytes(bindings)
+    return {n.name: float(sum(size(v) for v in n.outputs)) for n in graph.nodes}
+
+
+@functools.lru_cache(maxsize=65536)
+def _scope_root(scope: str) -> str:
+    parts = scope_parts(scope)
+    return parts[0] if parts else ""
 
 
 def _root(node: Node) -> str:
-    parts = scope_parts(node_scope(node))
-    return parts[0] if parts else ""
+    return _scope_root(node_scope(node))
 
 
 def saved_for_backward(step: Graph, bindings: Bindings | None = None) -> Values:
@@ -95,7 +115,8 @@ def saved_for_backward(step: Graph, bindings: Bindings | None = None) -> Values:
     batch = set(meta.get("batch", ())) or {v.name for v in step.inputs}
     data = {v for v in step.inputs if v.name in batch}
     consumers = step.consumers
-    out: Values = {input_id(v.name): float(type_bytes(v.type, bindings)) for v in data
+    size = _Bytes(bindings)
+    out: Values = {input_id(v.name): float(size(v)) for v in data
                    if any(_root(c) in backward_roots for c in consumers.get(v, ()))}
     for n in step.nodes:
         if _root(n) in backward_roots or _root(n) in _update_roots:
@@ -103,7 +124,7 @@ def saved_for_backward(step: Graph, bindings: Bindings | None = None) -> Values:
         if not any(v in data for v in n.inputs if v is not None):
             continue
         data.update(n.outputs)
-        kept = sum(type_bytes(v.type, bindings) for v in n.outputs
+        kept = sum(size(v) for v in n.outputs
                    if any(_root(c) in backward_roots for c in consumers.get(v, ())))
         if kept:
             out[n.name] = float(kept)

@@ -25,8 +25,9 @@ import numpy as np
 
 from lbdl_graph.graph import Graph, Node, Value
 
-from .common import Bindings, fmt_count, module_of
-from .scopes import node_scope, scope_parts, scope_path, scope_tree
+from .common import Bindings, fmt_count, module_of, resolve_numel, type_bytes
+from .scopes import node_scope, scope_parts, scope_path
+from .summary import node_macs
 
 __all__ = [
     "fmt_attr",
@@ -64,7 +65,10 @@ def fmt_attr(value: Any) -> str:
         head = f"{value.dtype}{list(value.shape)}"
         if value.size > MAX_ELEMENTS:
             return head
-        return f"{head} {np.array2string(value, threshold=MAX_ELEMENTS, separator=', ')}"
+        flat = value.ravel().tolist()
+        items = (", ".join(f"{x:.6g}" for x in flat) if value.dtype.kind == "f"
+                 else ", ".join(str(x) for x in flat))
+        return f"{head} [{items}]"
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, (list, tuple)):
@@ -124,31 +128,66 @@ class _Sources:
         return f"{rel}:{loc.line}" + (f" in {loc.func}" if loc.func else "")
 
 
+class _Text:
+    """Cached text of the types and scope paths of one conversion."""
+
+    def __init__(self) -> None:
+        self._types: dict[Any, str] = {}
+        self._paths: dict[str, str] = {}
+
+    def type(self, v: Value | None) -> str:
+        if v is None:
+            return "_"
+        text = self._types.get(v.type)
+        if text is None:
+            text = self._types[v.type] = str(v.type)
+        return text
+
+    def path(self, scope: str) -> str:
+        text = self._paths.get(scope)
+        if text is None:
+            text = self._paths[scope] = scope_path(scope)
+        return text
+
+
+_SLOTS = [str(i) for i in range(64)]
+
+
+def _slot(i: int) -> str:
+    return _SLOTS[i] if i < 64 else str(i)
+
+
 def _op_node(node: Node, ns: str, rule: str, where: Mapping[Value, tuple[str, int]],
-             source: str) -> JSON:
+             source: str, text: _Text) -> JSON:
     names = node.op.inputs
-    attrs = [_kv("op", node.op.name), _kv("name", node.name)]
-    attrs += [_kv(k, fmt_attr(v)) for k, v in node.attrs.items()]
-    attrs.append(_kv("inputs", ", ".join(str(v.type) if v is not None else "_"
-                                         for v in node.inputs)))
-    attrs.append(_kv("outputs", ", ".join(str(v.type) for v in node.outputs)))
+    attrs = [{"key": "op", "value": node.op.name}]
+    if node.attrs:
+        attrs += [{"key": k, "value": fmt_attr(v)} for k, v in node.attrs.items()]
+    attrs.append({"key": "inputs", "value": ", ".join([text.type(v) for v in node.inputs])})
+    attrs.append({"key": "outputs", "value": ", ".join([text.type(v) for v in node.outputs])})
     if source:
-        attrs.append(_kv("source", source))
-    attrs.append(_kv("scope", node_scope(node) or "(top level)"))
-    attrs.append(_kv("origin", rule or "traced"))
-    edges, in_meta = [], []
+        attrs.append({"key": "source", "value": source})
+    attrs.append({"key": "origin", "value": rule or "traced"})
+    edges = []
+    in_meta = []
+    tags = len(node.inputs) > 1 and names  # input names help only when there are several
     for i, v in enumerate(node.inputs):
         if v is None:
             continue
         src, k = where[v]
-        edges.append({"sourceNodeId": src, "sourceNodeOutputId": str(k),
-                      "targetNodeInputId": str(i)})
-        slot = names[min(i, len(names) - 1)].strip("*?") if names else str(i)
-        in_meta.append({"id": str(i), "attrs": [_kv("__tensor_tag", slot)]})
-    out_meta = [{"id": str(k), "attrs": [_kv("tensor_name", v.name), _kv("shape", str(v.type))]}
+        edges.append({"sourceNodeId": src, "sourceNodeOutputId": _slot(k),
+                      "targetNodeInputId": _slot(i)})
+        if tags:
+            slot = names[min(i, len(names) - 1)].strip("*?")
+            in_meta.append({"id": _slot(i), "attrs": [{"key": "__tensor_tag", "value": slot}]})
+    out_meta = [{"id": _slot(k), "attrs": [{"key": "tensor_name", "value": v.name},
+                                           {"key": "shape", "value": text.type(v)}]}
                 for k, v in enumerate(node.outputs)]
-    return {"id": node.name, "label": node.op.name, "namespace": ns, "attrs": attrs,
-            "incomingEdges": edges, "outputsMetadata": out_meta, "inputsMetadata": in_meta}
+    out = {"id": node.name, "label": node.op.name, "namespace": ns, "attrs": attrs,
+           "incomingEdges": edges, "outputsMetadata": out_meta}
+    if in_meta:
+        out["inputsMetadata"] = in_meta
+    return out
 
 
 def _value_node(nid: str, label: str, ns: str, v: Value, kind: str, extra: Iterable[JSON] = ()
@@ -166,46 +205,71 @@ def _output_node(v: Value, ns: str, src: tuple[str, int]) -> JSON:
                                "targetNodeInputId": "0"}]}
 
 
-def _group_attributes(graph: Graph, bindings: Bindings | None, label: str) -> dict[str, dict[str,
-                                                                                         str]]:
-    """Per scope (and ``""`` for the whole graph): totals of the scope tree."""
-    out: dict[str, dict[str, str]] = {}
-    for t in scope_tree(graph, bindings).walk():
-        ops = ", ".join(f"{k} {v}" for k, v in list(t.op_counts().items())[:6])
-        out[t.key] = {"nodes": fmt_count(t.total_nodes), "parameters": fmt_count(t.total_params),
-                      "MACs": fmt_count(t.total_macs), "output bytes": fmt_count(t.total_bytes),
-                      "ops": ops}
-    out[""] = {"graph": graph.name, "stage": label, **out.get("", {}),
-               "inputs": ", ".join(f"{v.name}: {v.type}" for v in graph.inputs[:8])
-               + (" ..." if len(graph.inputs) > 8 else "")}
-    return out
+class _Totals:
+    """Per-scope totals (nodes, parameters, MACs, output bytes, op counts), every prefix."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, list[int]] = {}
+        self.ops: dict[str, dict[str, int]] = {}
+        self._keys: dict[str, list[str]] = {}
+
+    def add(self, ns: str, nodes: int, params: int, macs: int, nbytes: int, op: str = ""
+            ) -> None:
+        keys = self._keys.get(ns)
+        if keys is None:
+            parts = ns.split("/") if ns else []
+            keys = self._keys[ns] = ["", *("/".join(parts[: i + 1]) for i in range(len(parts)))]
+        for key in keys:
+            t = self.sums.get(key)
+            if t is None:
+                t = self.sums[key] = [0, 0, 0, 0]
+                self.ops[key] = {}
+            t[0] += nodes
+            t[1] += params
+            t[2] += macs
+            t[3] += nbytes
+            if op:
+                counts = self.ops[key]
+                counts[op] = counts.get(op, 0) + 1
+
+    def attributes(self) -> dict[str, dict[str, str]]:
+        out = {}
+        for key, (nodes, params, macs, nbytes) in self.sums.items():
+            top = sorted(self.ops[key].items(), key=lambda kv: (-kv[1], kv[0]))[:6]
+            out[key] = {"nodes": fmt_count(nodes), "parameters": fmt_count(params),
+                        "MACs": fmt_count(macs), "output bytes": fmt_count(nbytes),
+                        "ops": ", ".join(f"{k} {v}" for k, v in top)}
+        return out
 
 
 def me_graph(graph: Graph, graph_id: str, *, rules: Mapping[str, str] | None = None,
              bindings: Bindings | None = None, label: str = "",
              trainable: Iterable[str] = (),
-             notes: Mapping[str, list[tuple[str, str]]] | None = None) -> JSON:
+             notes: Mapping[str, list[tuple[str, str]]] | None = None,
+             macs: Mapping[str, float] | None = None,
+             out_bytes: Mapping[str, float] | None = None) -> JSON:
     """``graph`` as a Model Explorer graph (JSON-ready dict) with id ``graph_id``.
 
     ``rules``: node name -> the pass (and rule) that made it, for nodes whose ``origin`` is
     empty; ``bindings`` size symbolic dims in the scope totals; ``trainable`` names inputs that
     are trainable parameters (the state inputs of a training step); ``notes`` adds (key, value)
-    attributes to named nodes (what the pass diff says of them).
+    attributes to named nodes (what the pass diff says of them); ``macs`` and ``out_bytes``
+    (per node name, as the overlays have them) save computing them again for the totals.
     """
     rules = rules or {}
     notes = notes or {}
+    text = _Text()
     where: dict[Value, tuple[str, int]] = {}
     for v in graph.inputs:
         where[v] = (input_id(v.name), 0)
     for p in graph.params:
         where[p.value] = (param_id(p.name), 0)
-    namespaces: dict[Node, str] = {}
     for n in graph.nodes:
-        namespaces[n] = scope_path(node_scope(n))
         for k, v in enumerate(n.outputs):
             where[v] = (n.name, k)
     consumers = graph.consumers
     learnable = set(trainable)
+    totals = _Totals()
 
     def reader_scopes(v: Value) -> list[str]:
         return [node_scope(c) for c in consumers.get(v, ())]
@@ -213,25 +277,37 @@ def me_graph(graph: Graph, graph_id: str, *, rules: Mapping[str, str] | None = N
     nodes: list[JSON] = []
     for v in graph.inputs:
         kind = "parameter (state input)" if v.name in learnable else "graph input"
+        ns = _home(v.name, reader_scopes(v))
         nodes.append(_value_node(input_id(v.name), _short(v.name) if v.name in learnable
-                                 else "input", _home(v.name, reader_scopes(v)), v, kind))
+                                 else "input", ns, v, kind))
+        if v.name in learnable:
+            totals.add(ns, 0, resolve_numel(v, bindings), 0, 0)
     for p in graph.params:
-        nodes.append(_value_node(
-            param_id(p.name), _short(p.name), _home(p.name, reader_scopes(p.value)), p.value,
-            "parameter" if p.trainable else "buffer",
-            [_kv("elements", fmt_count(p.data.size))]))
+        ns = _home(p.name, reader_scopes(p.value))
+        nodes.append(_value_node(param_id(p.name), _short(p.name), ns, p.value,
+                                 "parameter" if p.trainable else "buffer",
+                                 [_kv("elements", fmt_count(p.data.size))]))
+        totals.add(ns, 0, int(p.data.size), 0, 0)
     source = _Sources()
     for n in graph.nodes:
-        nd = _op_node(n, namespaces[n], n.origin or rules.get(n.name, ""), where, source(n))
+        ns = text.path(node_scope(n))
+        nd = _op_node(n, ns, n.origin or rules.get(n.name, ""), where, source(n), text)
         if n.name in notes:
             nd["attrs"] += [_kv(k, v) for k, v in notes[n.name]]
         nodes.append(nd)
+        m = macs.get(n.name, 0) if macs is not None else node_macs(n, bindings)
+        b = (out_bytes[n.name] if out_bytes is not None
+             else sum(type_bytes(v.type, bindings) for v in n.outputs))
+        totals.add(ns, 1, 0, int(m), int(b), n.op.name)
     homes = {nd["id"]: nd["namespace"] for nd in nodes}
     for v in graph.outputs:
         src = where[v]
         nodes.append(_output_node(v, homes.get(src[0], ""), src))
-    return {"id": graph_id, "nodes": nodes,
-            "groupNodeAttributes": _group_attributes(graph, bindings, label or graph_id)}
+    groups = totals.attributes()
+    groups[""] = {"graph": graph.name, "stage": label or graph_id, **groups.get("", {}),
+                  "inputs": ", ".join(f"{v.name}: {v.type}" for v in graph.inputs[:8])
+                  + (" ..." if len(graph.inputs) > 8 else "")}
+    return {"id": graph_id, "nodes": nodes, "groupNodeAttributes": groups}
 
 
 def me_collection(label: str, graphs: list[JSON]) -> JSON:

@@ -11,11 +11,13 @@ the graph JSON and one node-data JSON per overlay, files any Model Explorer load
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import itertools
 import os
 import re
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,31 +225,54 @@ def _diffs(stages: Sequence[Stage], compare: str | None
     return overlays, notes
 
 
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """No cyclic garbage collection inside the block: building hundreds of thousands of small
+    dicts would otherwise trigger full collections over them again and again (about a third of
+    the conversion time); nothing built here is cyclic."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def build_bundle(name: str, stages: Sequence[Stage], *, bindings: Bindings | None = None,
                  compare: str | None = None, time: bool = False) -> Bundle:
+    """Convert ``stages`` and compute their overlays (see :func:`_build_bundle`)."""
+    with paused_gc():
+        return _build_bundle(name, stages, bindings=bindings, compare=compare, time=time)
+
+
+def _build_bundle(name: str, stages: Sequence[Stage], *, bindings: Bindings | None = None,
+                  compare: str | None = None, time: bool = False) -> Bundle:
     """Convert ``stages`` and compute their overlays (``time``: also run the final graph and the
     training step on NumPy and the ONNX Runtime stage on ORT, with the profilers on).
 
     Model Explorer colours by the overlay it loaded last, so the order ends with the diffs:
     MACs, parameters, output bytes, memory kept for backward, time, what the next pass removes,
     what this stage's pass made, and the comparison diff."""
-    ir = [s for s in stages if s.graph is not None]
     diffs, notes = _diffs(stages, compare)
     graphs = []
+    macs: dict[str, dict[str, float]] = {}
+    nbytes: dict[str, dict[str, float]] = {}
+    params: dict[str, dict[str, float]] = {}
     for s in stages:
         if s.graph is not None:
+            macs[s.id] = mac_values(s.graph, bindings)
+            nbytes[s.id] = bytes_values(s.graph, bindings)
+            params[s.id] = param_values(s.graph, s.trainable)
             graphs.append(me_graph(s.graph, s.id, rules=s.rules, bindings=bindings, label=s.note,
-                                   trainable=s.trainable, notes=notes.get(s.id)))
+                                   trainable=s.trainable, notes=notes.get(s.id),
+                                   macs=macs[s.id], out_bytes=nbytes[s.id]))
         else:
             graphs.append(onnx_me_graph(s.onnx, s.id, label=s.note))
     overlays: list[tuple[str, Any]] = [
-        ("MACs", node_data("MACs", {s.id: mac_values(s.graph, bindings)
-                                    for s in ir if s.graph is not None}, "#d93025")),
-        ("parameters", node_data("parameters", {s.id: param_values(s.graph, s.trainable)
-                                                for s in ir if s.graph is not None}, "#1a73e8")),
-        ("output bytes", node_data("output bytes", {s.id: bytes_values(s.graph, bindings)
-                                                    for s in ir if s.graph is not None},
-                                   "#188038")),
+        ("MACs", node_data("MACs", macs, "#d93025")),
+        ("parameters", node_data("parameters", params, "#1a73e8")),
+        ("output bytes", node_data("output bytes", nbytes, "#188038")),
     ]
     steps = [s for s in stages if s.kind == "train" and s.graph is not None]
     if steps:
@@ -268,6 +293,7 @@ def build_bundle(name: str, stages: Sequence[Stage], *, bindings: Bindings | Non
                 timing[s.id] = ort_time_values(s.onnx, bindings)
         overlays.append(("time (us)", node_data("time (us)", timing, "#e37400")))
     overlays += diffs
+    overlays = [(label, data) for label, data in overlays if data]  # nothing to show: left out
     return Bundle(name, me_collection(name, graphs), overlays, list(stages))
 
 
@@ -279,11 +305,18 @@ def slug(text: str) -> str:
 def write_bundle(bundle: Bundle, out: str | os.PathLike[str]) -> list[Path]:
     """Write ``<name>.json`` (the graph collection) and ``<name>.<overlay>.json`` node-data
     files into directory ``out`` (atomically each); returns the paths, graphs first."""
-    import json
-
-    from lbdl_graph.frontends.cli.common import atomic_write, check_output
+    from lbdl_graph.frontends.cli.common import check_output
 
     d = check_output(out, mkdir=True)
+    with paused_gc():
+        return _write(bundle, d)
+
+
+def _write(bundle: Bundle, d: Path) -> list[Path]:
+    import json
+
+    from lbdl_graph.frontends.cli.common import atomic_write
+
     base = slug(bundle.name)
     files = [atomic_write(d / f"{base}.json", json.dumps(bundle.collection,
                                                           separators=(",", ":")))]
