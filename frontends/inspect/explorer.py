@@ -286,10 +286,10 @@ def explore(graph: Graph, *, level: str | Sequence[str] = "O2", compare: str | N
 
 def default_panes(bundle: Bundle, compare: str | None = None) -> list[str]:
     """The graphs the page opens on: the final graph, beside the compared stage if any."""
-    from .explorer_stages import compare_index
+    from .explorer_stages import compare_index, final_stage
 
     stages = bundle.stages
-    final = [s for s in stages if s.kind in ("traced", "pass")][-1]
+    final = final_stage(stages)
     if compare is None:
         return [final.id]
     before = stages[compare_index(stages, compare)]

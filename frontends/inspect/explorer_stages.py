@@ -43,7 +43,15 @@ from .explorer_data import (
 )
 from .explorer_graph import me_collection, me_graph, onnx_me_graph
 
-__all__ = ["Bundle", "ExplorerError", "Stage", "build_bundle", "build_stages", "write_bundle"]
+__all__ = [
+    "Bundle",
+    "ExplorerError",
+    "Stage",
+    "build_bundle",
+    "build_stages",
+    "final_stage",
+    "write_bundle",
+]
 
 
 class ExplorerError(LbdlError):
@@ -144,6 +152,14 @@ def build_stages(graph: Graph, level: str | Sequence[str] = "O2", *,
     return stages
 
 
+def final_stage(stages: Sequence[Stage]) -> Stage:
+    """The final graph of the pipeline: the last traced or pass stage (else the first stage)."""
+    passes = [s for s in stages if s.kind in ("traced", "pass")]
+    if not passes and not stages:
+        raise ExplorerError("nothing to show: no stages")
+    return passes[-1] if passes else stages[0]
+
+
 def compare_index(stages: Sequence[Stage], compare: str) -> int:
     """Index of the stage ``compare`` names (a 'compare' stage or one whose note has '= X')."""
     for i, s in enumerate(stages):
@@ -207,7 +223,7 @@ def _diffs(stages: Sequence[Stage], compare: str | None
         _note(notes, a.id, a.graph, {k: str(v["value"]) for k, v in removed[a.id].items()},
               f"next pass (to {b.id})")
     overlays: list[tuple[str, Any]] = []
-    if compare is not None:
+    if compare is not None and passes:
         final, before = passes[-1], stages[compare_index(stages, compare)]
         if before is not final and before.graph is not None and final.graph is not None:
             label = f"diff {compare} -> final"
@@ -281,7 +297,7 @@ def _build_bundle(name: str, stages: Sequence[Stage], *, bindings: Bindings | No
             {s.id: saved_for_backward(s.graph, bindings) for s in steps
              if s.graph is not None}, "#9334e6")))
     if time:
-        final = [s for s in stages if s.kind in ("traced", "pass")][-1]
+        final = final_stage(stages)
         timing: dict[str, dict[str, float]] = {}
         for s in stages:
             if s is final and s.graph is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -37,6 +38,11 @@ def test_short_lenet_run_writes_every_file_and_checks_agreement(tmp_path: Path) 
     assert "removed" in (out / "graph_O2_diff.svg").read_text()
     text = (out / "summary.txt").read_text()
     assert "Total params: 105,506" in text and "fuse_linear" in text
+    stages = [g["id"] for g in json.loads((out / "explorer" / "lenet_digits.json").read_text())
+              ["graphs"]]
+    assert stages[0] == "00 traced" and any(s.endswith("train step") for s in stages)
+    assert (out / "explorer" / "lenet_digits.diff_o0_final.nodedata.json").stat().st_size > 0
+    assert f"lbdl-graph explore {out / 'model.onnx'} --compare O0" in r.stdout
 
 
 def test_trained_model_runs_and_matches_checkpoint(tmp_path: Path) -> None:
