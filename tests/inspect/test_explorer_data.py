@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,7 @@ from lbdl_graph.frontends.inspect.scopes import scope_tree
 from .models import attention_block, lenet
 
 
-def _step(name: str = "mlp_tiny", target: tuple = ("N",)) -> object:
+def _step(name: str = "mlp_tiny", target: tuple[str, ...] = ("N",)) -> Any:
     from lbdl_graph.frontends.training.trainer import trace_loss
     from lbdl_graph.passes.optim import Adam
     from lbdl_graph.passes.train_step import make_train_step

@@ -200,3 +200,19 @@ def test_out_files_load_as_model_explorer_data(tmp_path: Path) -> None:
                 assert not text or r.bgColor
             assert set(parsed_nd.results) <= {n["id"] for x in coll["graphs"]
                                               if x["id"] == gid for n in x["nodes"]}
+
+
+def test_explore_out_with_a_training_step_from_a_loss_graph(tmp_path: Path) -> None:
+    from lbdl_graph.frontends.inspect import ExplorerError, explore
+    from lbdl_graph.frontends.training.trainer import trace_loss
+
+    entry = zoo.get("mlp_tiny")
+    fwd = trace_loss(entry.model(), dict(entry.inputs), InputSpec(("N",), "int64"),
+                     "cross_entropy", {}, training=True)
+    files = explore(fwd, train=True, out=tmp_path / "x", onnx=False)
+    assert isinstance(files, list)
+    ids = [g["id"] for g in json.loads(files[0].read_text())["graphs"]]
+    assert ids[-1].endswith("train step")
+    with pytest.raises(ExplorerError, match="'loss' output"):
+        explore(entry.trace(), train=True, out=tmp_path / "y")
+    assert not (tmp_path / "y").exists()
