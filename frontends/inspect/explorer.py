@@ -275,7 +275,7 @@ def explore(graph: Graph, *, level: str | Sequence[str] = "O2", compare: str | N
     elif train is False:
         train = None
     staged = list(stages) if stages is not None else build_stages(
-        graph, level, compare=compare, train=train, onnx=onnx)
+        graph, level, compare=compare, train=train, onnx=onnx, onnx_weights=timing)
     bundle = build_bundle(name or graph.name, staged, bindings=bindings, compare=compare,
                           time=timing)
     if out is not None:

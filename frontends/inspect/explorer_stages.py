@@ -96,12 +96,13 @@ def _pass_names(level: str | Sequence[str]) -> Any:
 
 
 def build_stages(graph: Graph, level: str | Sequence[str] = "O2", *,
-                 compare: str | None = None, train: Any = None, onnx: bool = True
-                 ) -> list[Stage]:
+                 compare: str | None = None, train: Any = None, onnx: bool = True,
+                 onnx_weights: bool = False) -> list[Stage]:
     """Stages of ``graph`` under ``level`` (see module doc). ``compare``: another level whose
     result is diffed against the final graph (``O0``: the traced graph). ``train``: a
     ``TrainStep`` or a compiled step graph, shown as the training step. ``onnx``: add the final
-    graph exported to ONNX and optimised by ONNX Runtime."""
+    graph exported to ONNX and optimised by ONNX Runtime (``onnx_weights``: keep its weights,
+    which timing it on ORT needs; the picture does not)."""
     from lbdl_graph.passes.manager import resolve_passes
 
     level_name = level if isinstance(level, str) else ",".join(level)
@@ -144,7 +145,7 @@ def build_stages(graph: Graph, level: str | Sequence[str] = "O2", *,
                             trainable=tuple(info.params) if info is not None else ()))
     if onnx:
         try:
-            model = ort_optimized(final.graph)  # type: ignore[arg-type]
+            model = ort_optimized(final.graph, weights=onnx_weights)  # type: ignore[arg-type]
             stages.append(Stage(f"{len(stages):02d} onnxruntime", "onnx", onnx=model,
                                 note="exported to ONNX, as ONNX Runtime optimises it"))
         except (LbdlError, OSError, RuntimeError, ValueError) as e:
@@ -168,9 +169,10 @@ def compare_index(stages: Sequence[Stage], compare: str) -> int:
     return 0
 
 
-def ort_optimized(graph: Graph, *, level: str = "all") -> Any:
+def ort_optimized(graph: Graph, *, level: str = "all", weights: bool = True) -> Any:
     """``graph`` exported to ONNX (evaluation mode) and optimised by ONNX Runtime
-    (``optimized_model_filepath``), as an ``onnx.ModelProto`` with its weights."""
+    (``optimized_model_filepath``), as an ``onnx.ModelProto``; without ``weights`` the large
+    initializers (over 1 KiB) are left out of memory (their names, types and shapes stay)."""
     import onnx
     import onnxruntime as ort
 
@@ -190,7 +192,7 @@ def ort_optimized(graph: Graph, *, level: str = "all") -> Any:
             "session.optimized_model_external_initializers_min_size_in_bytes", "1024")
         so.log_severity_level = 3
         ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
-        return onnx.load(so.optimized_model_filepath)
+        return onnx.load(so.optimized_model_filepath, load_external_data=weights)
 
 
 def _note(notes: dict[str, dict[str, list[tuple[str, str]]]], sid: str, graph: Graph,
