@@ -11,8 +11,7 @@ Explorer's ``graph_builder.Graph`` (plain dicts, so that 100,000-node graphs con
   and origin (the pass and rule that made it);
 * ``groupNodeAttributes`` give every scope its totals (nodes, parameters, MACs, output bytes).
 
-:func:`onnx_me_graph` does the same for an ONNX model (e.g. as ONNX Runtime optimised it), with
-scopes taken from node or tensor names (``layers.0.attn/linear``, ``/encoder/layer.0/...``).
+:mod:`.explorer_onnx` does the same for ONNX models (as ONNX Runtime optimised them).
 """
 
 from __future__ import annotations
@@ -25,19 +24,19 @@ import numpy as np
 
 from lbdl_graph.graph import Graph, Node, Value
 
-from .common import Bindings, fmt_count, module_of, resolve_numel, type_bytes
+from .common import Bindings, fmt_count, resolve_numel, type_bytes
 from .scopes import node_scope, scope_parts, scope_path
 from .summary import node_macs
 
 __all__ = [
     "fmt_attr",
+    "home_scope",
     "input_id",
     "me_collection",
     "me_graph",
-    "onnx_me_graph",
-    "onnx_scope",
     "output_id",
     "param_id",
+    "short_name",
 ]
 
 JSON = dict[str, Any]
@@ -80,7 +79,7 @@ def _kv(key: str, value: str) -> JSON:
     return {"key": key, "value": value}
 
 
-def _home(name: str, scopes: list[str]) -> str:
+def home_scope(name: str, scopes: list[str]) -> str:
     """Where a non-op value (input, parameter) lives: the longest module prefix of its name that
     one of its readers lives in, else the common scope of its readers (tree path form)."""
     prefix = name.rpartition(".")[0]
@@ -100,7 +99,7 @@ def _home(name: str, scopes: list[str]) -> str:
     return "/".join(common)
 
 
-def _short(name: str) -> str:
+def short_name(name: str) -> str:
     """The last level of a dotted or ``/`` path (``layers.0.attn.q.weight`` -> ``weight``)."""
     return name.replace("/", ".").rpartition(".")[2] or name
 
@@ -277,14 +276,14 @@ def me_graph(graph: Graph, graph_id: str, *, rules: Mapping[str, str] | None = N
     nodes: list[JSON] = []
     for v in graph.inputs:
         kind = "parameter (state input)" if v.name in learnable else "graph input"
-        ns = _home(v.name, reader_scopes(v))
-        nodes.append(_value_node(input_id(v.name), _short(v.name) if v.name in learnable
+        ns = home_scope(v.name, reader_scopes(v))
+        nodes.append(_value_node(input_id(v.name), short_name(v.name) if v.name in learnable
                                  else "input", ns, v, kind))
         if v.name in learnable:
             totals.add(ns, 0, resolve_numel(v, bindings), 0, 0)
     for p in graph.params:
-        ns = _home(p.name, reader_scopes(p.value))
-        nodes.append(_value_node(param_id(p.name), _short(p.name), ns, p.value,
+        ns = home_scope(p.name, reader_scopes(p.value))
+        nodes.append(_value_node(param_id(p.name), short_name(p.name), ns, p.value,
                                  "parameter" if p.trainable else "buffer",
                                  [_kv("elements", fmt_count(p.data.size))]))
         totals.add(ns, 0, int(p.data.size), 0, 0)
@@ -314,138 +313,3 @@ def me_collection(label: str, graphs: list[JSON]) -> JSON:
     """A graph collection (what Model Explorer's JSON loader reads), graphs in the given order
     (their ids sort by name in stage order)."""
     return {"label": label, "graphs": graphs, "graphSorting": "name_asc"}
-
-
-# ---------------------------------------------------------------- ONNX
-
-
-def onnx_scope(node_name: str, output_name: str = "") -> str:
-    """The scope of an ONNX node from its name (or, failing that, its first output's name):
-    ``layers.0.attn/linear`` -> ``layers.0/attn``; torch's ``/encoder/layer.0/attention/MatMul``
-    -> ``encoder/layer.0/attention``."""
-    for name in (node_name, output_name):
-        scope = name.strip("/").rpartition("/")[0] if name.startswith("/") else module_of(name)
-        if scope:
-            return scope_path(scope)
-    return ""
-
-
-def onnx_me_graph(model: Any, graph_id: str, *, label: str = "") -> JSON:
-    """An ONNX ``ModelProto`` as a Model Explorer graph: nodes by op type (with domain), scopes
-    from names, initializers as parameter nodes beside their readers."""
-    from onnx import helper
-
-    g = model.graph
-    types: dict[str, str] = {}
-    for vi in [*g.input, *g.output, *g.value_info]:
-        types[vi.name] = _onnx_type(vi.type)
-    inits = {t.name: t for t in g.initializer}
-    where: dict[str, tuple[str, int]] = {}
-    for vi in g.input:
-        if vi.name not in inits:
-            where[vi.name] = (input_id(vi.name), 0)
-    for name in inits:
-        where[name] = (param_id(name), 0)
-    scopes: dict[str, str] = {}
-    for i, n in enumerate(g.node):
-        nid = n.name or f"{n.op_type}_{i}"
-        scopes[nid] = onnx_scope(n.name, n.output[0] if n.output else "")
-        for k, o in enumerate(n.output):
-            if o:
-                where[o] = (nid, k)
-    readers: dict[str, list[str]] = {}
-    nodes: list[JSON] = []
-    for i, n in enumerate(g.node):
-        nid = n.name or f"{n.op_type}_{i}"
-        op = f"{n.domain}.{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type
-        attrs = [_kv("op", op), _kv("name", nid)]
-        attrs += [_kv(a.name, fmt_attr(_onnx_attr(helper.get_attribute_value(a))))
-                  for a in n.attribute]
-        attrs.append(_kv("inputs", ", ".join(f"{x}: {types.get(x, '?')}" if x else "_"
-                                             for x in n.input)))
-        attrs.append(_kv("outputs", ", ".join(f"{x}: {types.get(x, '?')}" for x in n.output)))
-        attrs.append(_kv("scope", scopes[nid] or "(top level)"))
-        edges = []
-        for j, x in enumerate(n.input):
-            if x and x in where:
-                src, k = where[x]
-                edges.append({"sourceNodeId": src, "sourceNodeOutputId": str(k),
-                              "targetNodeInputId": str(j)})
-                readers.setdefault(x, []).append(scopes[nid])
-        out_meta = [{"id": str(k), "attrs": [_kv("tensor_name", o),
-                                             _kv("shape", types.get(o, "?"))]}
-                    for k, o in enumerate(n.output)]
-        nodes.append({"id": nid, "label": n.op_type, "namespace": scopes[nid], "attrs": attrs,
-                      "incomingEdges": edges, "outputsMetadata": out_meta})
-    head: list[JSON] = []
-    for vi in g.input:
-        if vi.name not in inits:
-            head.append(_onnx_value_node(input_id(vi.name), "input", "", vi.name,
-                                         types.get(vi.name, "?"), "graph input"))
-    for name, t in inits.items():
-        try:
-            dt = helper.tensor_dtype_to_np_dtype(t.data_type).name
-        except (KeyError, TypeError, ValueError):
-            dt = "?"
-        dims = f"{dt}[{','.join(str(d) for d in t.dims)}]"
-        head.append(_onnx_value_node(param_id(name), _short(name),
-                                     _home(name, [s.replace("/", ".") for s in
-                                                  readers.get(name, [])]),
-                                     name, dims, "initializer"))
-    for o in g.output:
-        if o.name in where:
-            at = where[o.name]
-            nodes.append({"id": output_id(o.name), "label": "output",
-                          "namespace": scopes.get(at[0], ""),
-                          "attrs": [_kv("op", "graph output"), _kv("name", o.name),
-                                    _kv("inputs", types.get(o.name, "?"))],
-                          "incomingEdges": [{"sourceNodeId": at[0],
-                                             "sourceNodeOutputId": str(at[1]),
-                                             "targetNodeInputId": "0"}]})
-    counts: dict[str, int] = {}
-    for n in g.node:
-        counts[n.op_type] = counts.get(n.op_type, 0) + 1
-    top = ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])[:8])
-    group = {"": {"graph": g.name, "stage": label or graph_id, "nodes": fmt_count(len(g.node)),
-                  "initializers": fmt_count(len(inits)), "ops": top}}
-    return {"id": graph_id, "nodes": head + nodes, "groupNodeAttributes": group}
-
-
-def _onnx_value_node(nid: str, label: str, ns: str, name: str, type_text: str, kind: str
-                     ) -> JSON:
-    return {"id": nid, "label": label, "namespace": ns,
-            "attrs": [_kv("op", kind), _kv("name", name), _kv("outputs", type_text)],
-            "incomingEdges": [],
-            "outputsMetadata": [{"id": "0", "attrs": [_kv("tensor_name", name),
-                                                      _kv("shape", type_text)]}]}
-
-
-def _onnx_attr(value: Any) -> Any:
-    """An ONNX attribute value in printable form (tensors summarised, bytes decoded)."""
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    if isinstance(value, list):
-        return tuple(_onnx_attr(v) for v in value)
-    if hasattr(value, "dims") and hasattr(value, "data_type"):
-        from onnx import numpy_helper
-
-        return numpy_helper.to_array(value)
-    if hasattr(value, "node"):  # a subgraph
-        return f"<graph {value.name}: {len(value.node)} nodes>"
-    return value
-
-
-def _onnx_type(t: Any) -> str:
-    """``f32[N,16]``-like text of an ONNX type proto (``?`` when unknown)."""
-    from onnx import helper
-
-    if not t.HasField("tensor_type"):
-        return "?"
-    tt = t.tensor_type
-    try:
-        dt = helper.tensor_dtype_to_np_dtype(tt.elem_type).name
-    except (KeyError, TypeError, ValueError):
-        dt = "?"
-    dims = [d.dim_param or (str(d.dim_value) if d.HasField("dim_value") else "?")
-            for d in tt.shape.dim]
-    return f"{dt}[{','.join(dims)}]"

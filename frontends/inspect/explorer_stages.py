@@ -41,7 +41,8 @@ from .explorer_data import (
     results_data,
     saved_for_backward,
 )
-from .explorer_graph import me_collection, me_graph, onnx_me_graph
+from .explorer_graph import me_collection, me_graph
+from .explorer_onnx import onnx_me_graph
 
 __all__ = [
     "Bundle",

@@ -15,11 +15,10 @@ from lbdl_graph.frontends.inspect.explorer_graph import (
     fmt_attr,
     input_id,
     me_graph,
-    onnx_me_graph,
-    onnx_scope,
     output_id,
     param_id,
 )
+from lbdl_graph.frontends.inspect.explorer_onnx import onnx_me_graph, onnx_scope
 from lbdl_graph.frontends.inspect.explorer_stages import build_bundle, build_stages, write_bundle
 from lbdl_graph.frontends.inspect.scopes import node_scope, scope_path
 
