@@ -33,6 +33,7 @@ from .common import (
     optimize,
     parse_bind,
 )
+from .explore_cmd import explore_command
 
 __all__ = ["register"]
 
@@ -43,15 +44,17 @@ def _inspect(args: argparse.Namespace) -> int:
     graph = load_graph(args.model, config=args.config)
     table = summary(graph, by=args.by, bindings=dims, depth=args.depth)
     opt, report, _ = optimize(graph, args.level, inference=True)
+    explore = explore_command(args.model, args.level, compare="O0")
     if args.json:
         print(json.dumps({"summary": table.to_dict(), "level": args.level,
                           "nodes_before": len(graph.nodes), "nodes_after": len(opt.nodes),
-                          "passes": report.to_dict()}, indent=1))
+                          "passes": report.to_dict(), "explore_command": explore}, indent=1))
         return 0
     print(table)
     print()
     print(f"{args.level}: {len(graph.nodes)} -> {len(opt.nodes)} nodes")
     print(report)
+    print(f"\ninteractive view of every stage: {explore}")
     return 0
 
 

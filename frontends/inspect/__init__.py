@@ -10,6 +10,8 @@
 * :func:`graph_diff`, :func:`diff_text`, :func:`diff_svg` - what an optimisation removed, added,
   fused and changed, with the rule responsible when the pass manager names it;
 * :func:`parse_svg` - box geometry of a picture (overlaps, size, font sizes) for checks.
+* :func:`explore` - every stage of a pipeline in Google's Model Explorer (a local server, or JSON
+  files with ``out=``), with per-node overlays and the pass diff.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from .diff import GraphDiff, diff_text, graph_diff
 from .diff_picture import diff_dot, diff_svg
 from .dot import to_dot
 from .render import LayoutError, draw_svg, find_engine, run_dot, to_svg
+from .explorer import ExplorerError, ExplorerServer, explore
 from .scopes import ScopeError, ScopeTree, node_scope, scope_parts, scope_path, scope_tree
 from .summary import MAC_RULES, Summary, SummaryRow, node_macs, register_macs, summary
 from .svg_geometry import SvgGeometry, parse_svg
@@ -26,6 +29,8 @@ from .svg_geometry import SvgGeometry, parse_svg
 __all__ = [
     "MAC_RULES",
     "Box",
+    "ExplorerError",
+    "ExplorerServer",
     "GraphDiff",
     "LayoutError",
     "Link",
@@ -42,6 +47,7 @@ __all__ = [
     "diff_text",
     "draw_svg",
     "find_engine",
+    "explore",
     "graph_diff",
     "node_macs",
     "node_scope",

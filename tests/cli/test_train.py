@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -44,6 +45,11 @@ def test_short_lenet_run_writes_every_file_and_checks_agreement(tmp_path: Path) 
         assert geo.long_side_px <= 4000 and geo.bytes <= 1_000_000
     text = (out / "summary.txt").read_text()
     assert "Total params: 105,506" in text and "fuse_linear" in text
+    stages = [g["id"] for g in json.loads((out / "explorer" / "lenet_digits.json").read_text())
+              ["graphs"]]
+    assert stages[0] == "00 traced" and any(s.endswith("train step") for s in stages)
+    assert (out / "explorer" / "lenet_digits.diff_o0_final.nodedata.json").stat().st_size > 0
+    assert f"lbdl-graph explore {out / 'model.onnx'} --compare O0" in r.stdout
 
 
 def test_trained_model_runs_and_matches_checkpoint(tmp_path: Path) -> None:
