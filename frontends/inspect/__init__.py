@@ -20,8 +20,8 @@ from .collapse import Box, Link, Picture, PictureError, collapse
 from .diff import GraphDiff, diff_text, graph_diff
 from .diff_picture import diff_dot, diff_svg
 from .dot import to_dot
-from .render import LayoutError, draw_svg, find_engine, run_dot, to_svg
 from .explorer import ExplorerError, ExplorerServer, explore
+from .render import LayoutError, draw_svg, find_engine, run_dot, to_svg
 from .scopes import ScopeError, ScopeTree, node_scope, scope_parts, scope_path, scope_tree
 from .summary import MAC_RULES, Summary, SummaryRow, node_macs, register_macs, summary
 from .svg_geometry import SvgGeometry, parse_svg
@@ -46,8 +46,8 @@ __all__ = [
     "diff_svg",
     "diff_text",
     "draw_svg",
-    "find_engine",
     "explore",
+    "find_engine",
     "graph_diff",
     "node_macs",
     "node_scope",
