@@ -16,7 +16,6 @@ Explorer's ``graph_builder.Graph`` (plain dicts, so that 100,000-node graphs con
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -105,26 +104,20 @@ def short_name(name: str) -> str:
 
 
 class _Sources:
-    """DSL source locations as text, file paths relative to the working directory (cached)."""
+    """DSL source locations as text, package- or project-relative (never a machine path;
+    see :mod:`lbdl_graph.source`), cached per location."""
 
     def __init__(self) -> None:
-        self._rel: dict[str, str] = {}
-        self._cwd = os.getcwd()
+        self._text: dict[object, str] = {}
 
     def __call__(self, node: Node) -> str:
         loc = node.source
         if loc is None:
             return ""
-        rel = self._rel.get(loc.file)
-        if rel is None:
-            try:
-                rel = os.path.relpath(loc.file, self._cwd)
-            except ValueError:
-                rel = loc.file
-            if rel.startswith(".." + os.sep + ".."):
-                rel = loc.file
-            self._rel[loc.file] = rel
-        return f"{rel}:{loc.line}" + (f" in {loc.func}" if loc.func else "")
+        text = self._text.get(loc)
+        if text is None:
+            text = self._text[loc] = str(loc)
+        return text
 
 
 class _Text:

@@ -107,7 +107,9 @@ def build_stages(graph: Graph, level: str | Sequence[str] = "O2", *,
     from lbdl_graph.passes.manager import resolve_passes
 
     level_name = level if isinstance(level, str) else ",".join(level)
-    steps = resolve_passes(_pass_names(level))
+    # inference graphs are drawn clean: layout ops on weights folded first (training graphs
+    # and train steps are left alone by fold_params)
+    steps = resolve_passes(_pass_names(level), inference=True)
     stages = [Stage("00 traced", "traced", graph, note="as traced")]
     at_step = [0]  # stage index after each pass prefix
     rules: dict[str, str] = {}
