@@ -149,12 +149,12 @@ def to_dot(
     ids = element_ids(graph, params)
     for n in graph.nodes:
         seen: set[Value] = set()
-        for v in n.inputs:
-            if v is None or v in seen or v not in ids:
+        for u in n.inputs:
+            if u is None or u in seen or u not in ids:
                 continue
-            seen.add(v)
-            lines.append(f"  {dot_id(ids[v])} -> {dot_id('node:' + n.name)} "
-                         f"[label={_label(str(v.type))}];")
+            seen.add(u)
+            lines.append(f"  {dot_id(ids[u])} -> {dot_id('node:' + n.name)} "
+                         f"[label={_label(str(u.type))}];")
     for i, v in enumerate(graph.outputs):
         if v in ids:
             lines.append(f"  {dot_id(ids[v])} -> {dot_id(f'output:{i}:{v.name}')} "

@@ -72,7 +72,8 @@ ParamMode = Literal["inline", "boxes", "none"]
 
 
 def _param_mode(params: ParamMode | bool) -> str:
-    mode = {True: "boxes", False: "none"}.get(params, params)  # type: ignore[call-overload]
+    modes: dict[object, str] = {True: "boxes", False: "none"}
+    mode = modes.get(params, params)
     if mode not in ("inline", "boxes", "none"):
         raise ValueError(f"params must be 'inline', 'boxes' or 'none', got {params!r}")
     return str(mode)
