@@ -7,6 +7,9 @@ of ``lbdl_graph.frontends.*``, so this script hands mypy each file with the modu
 once installed (read from setup.py's ROOTS). Settings come from [tool.mypy] in pyproject.toml.
 
 Usage: python .ci/typecheck.py [mypy options]   (exit status 0 clean, 1 errors, 2 blocking errors)
+
+Needs mypy 2 (pinned in the dev extra): mypy 1.x looks submodules up on disk, so ``from . import
+_tensor_ops`` inside the mapped lbdl_graph.frontends fails there.
 """
 
 from __future__ import annotations
@@ -51,6 +54,10 @@ def project_sources() -> list[BuildSource]:
     return sources
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def main(argv: list[str]) -> int:
     """Run mypy over the project; print its messages and a summary; return the exit status."""
     os.chdir(ROOT)
@@ -68,11 +75,12 @@ def main(argv: list[str]) -> int:
     try:
         build.build(sources, options, flush_errors=flush)
     except CompileError:
+        print("typecheck: errors prevented further checking")
         return 2
     errors = [m for m in messages if ": error:" in m]
     if errors:
         files = {m.split(":", 1)[0] for m in errors}
-        print(f"Found {len(errors)} errors in {len(files)} files "
+        print(f"Found {_count(len(errors), 'error')} in {_count(len(files), 'file')} "
               f"(checked {len(sources)} source files)")
         return 1
     print(f"Success: no issues found in {len(sources)} source files")
