@@ -173,7 +173,7 @@ def _optimise_and_draw(out: Path, graph: Graph, logits: np.ndarray, x: np.ndarra
     from lbdl_graph.backends.onnx import save_onnx
     from lbdl_graph.frontends.inspect import diff_svg, diff_text, summary, to_svg
 
-    opt, report, rules = optimize(graph, "O2", check=True)
+    opt, report, rules = optimize(graph, "O2", check=True, inference=True)
     files = [(out / "model_O2.onnx", "O2-optimised model"), (out / "graph_O2.svg", "the O2 graph"),
              (out / "graph_O2_diff.svg", "before/after O2"),
              (out / "summary.txt", "layer summary, O2 pass report and diff")]
