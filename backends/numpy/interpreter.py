@@ -242,7 +242,7 @@ class Interpreter:
 
     def _run_fast(self, env: list[Any]) -> None:
         # No local may keep an array past its step: the in-place check counts references.
-        step = None
+        step: _Step | None = None
         try:
             for step in self._steps:
                 if step.inplace is not None:
@@ -257,13 +257,17 @@ class Interpreter:
                 for f in step.frees:
                     env[f] = None
         except LbdlError as e:
+            assert step is not None  # only a step raises
             raise e.with_context(node=step.node.name, op=step.node.op.name,
                                  source=step.node.source) from None
         except Exception as e:  # a kernel failed: name the node and the user's line
+            assert step is not None
             raise self._kernel_error(step, env, e) from None
 
     def _run_checked(self, env: list[Any]) -> None:
         self.last_profile = []
+        args: list[Any] | None  # set to None after each step, as res and results
+        results: tuple[Any, ...] | None
         for step in self._steps:
             args = [] if step.inplace else [env[i] if i >= 0 else None for i in step.ins]
             t0 = time.perf_counter()

@@ -117,12 +117,12 @@ def graph_diff(before: Graph, after: Graph,
     new_of = {o: n for n, o in changed.items()}
     rules = dict(rule_names or {})
     inherited: dict[str, str] = {}
-    for new, olds in replaced.items():
+    for new, old_names in replaced.items():
         if new in rules:
-            for o in olds:
-                inherited.setdefault(o, rules[new])
-    for o, r in inherited.items():
-        rules.setdefault(o, r)
+            for old_name in old_names:
+                inherited.setdefault(old_name, rules[new])
+    for old_name, r in inherited.items():
+        rules.setdefault(old_name, r)
     return GraphDiff(
         before=before,
         after=after,
@@ -188,26 +188,26 @@ def _match(before: Graph, after: Graph) -> tuple[dict[Node, Node], dict[Value, V
                 for nv, ov in zip(n.outputs, o.outputs, strict=True):
                     vmap.setdefault(nv, ov)
             if n is not o and same(n, o):
-                for nv, ov in zip(n.inputs, o.inputs, strict=True):
-                    if nv is not None and ov is not None:
-                        vmap.setdefault(nv, ov)
+                for ni, oi in zip(n.inputs, o.inputs, strict=True):
+                    if ni is not None and oi is not None:
+                        vmap.setdefault(ni, oi)
         for n in after.nodes:  # forward: re-emitted nodes
             if n in match or any(v is not None and v not in vmap for v in n.inputs):
                 continue
             key = (n.op, *(vmap[v] if v is not None else None for v in n.inputs))
-            o = next((c for c in by_inputs.get(key, ()) if c not in matched_old
-                      and same(n, c)), None)
-            if o is not None:
-                pair(n, o)
-                vmap.update(zip(n.outputs, o.outputs, strict=True))
+            found = next((c for c in by_inputs.get(key, ()) if c not in matched_old
+                          and same(n, c)), None)
+            if found is not None:
+                pair(n, found)
+                vmap.update(zip(n.outputs, found.outputs, strict=True))
         for n in reversed(after.nodes):  # backward: producers of matched nodes' inputs
-            o = match.get(n)
-            if o is None or not same(n, o):
+            old = match.get(n)
+            if old is None or not same(n, old):
                 continue
-            for nv, ov in zip(n.inputs, o.inputs, strict=True):
-                if nv is not None and ov is not None:
-                    vmap.setdefault(nv, ov)
-                    try_pair(nv, ov)
+            for ni, oi in zip(n.inputs, old.inputs, strict=True):
+                if ni is not None and oi is not None:
+                    vmap.setdefault(ni, oi)
+                    try_pair(ni, oi)
         for nv, ov in list(vmap.items()):  # graph outputs and values matched by name
             try_pair(nv, ov)
         if len(match) == before_count:
@@ -302,9 +302,9 @@ def diff_text(before: Graph, after: Graph, *, rule_names: Mapping[str, str] | No
                 note = f"(was {o.name})"
             rows.append(("~" if st == "changed" else " ", n, note))
             continue
-        for o in d.replaced.get(n.name, ()):
-            if o in removed:
-                flush(old_index[o] + 1)
+        for old_name in d.replaced.get(n.name, ()):
+            if old_name in removed:
+                flush(old_index[old_name] + 1)
         note = f"<- {', '.join(d.replaced[n.name])}" if n.name in d.replaced else ""
         if st == "fused":
             note = "fuses " + note[3:]

@@ -65,9 +65,9 @@ def _flatten(n: NodeCtx) -> Value:
     axis = axis + x.ndim if axis < 0 else axis
     head, tail = x.shape[:axis], x.shape[axis:]
     if all(isinstance(d, int) for d in head):
-        shape = (math.prod(head), -1)  # type: ignore[arg-type]
+        shape = (math.prod(head), -1)
     elif all(isinstance(d, int) for d in tail):
-        shape = (-1, math.prod(tail))  # type: ignore[arg-type]
+        shape = (-1, math.prod(tail))
     elif axis == 1:
         shape = (0, -1)
     else:
@@ -166,7 +166,7 @@ def _gather_nd(n: NodeCtx) -> Value:
     dims = data.shape[:k]
     if not all(isinstance(d, int) for d in dims):
         raise n.unsupported(f"GatherND needs static leading dims of data, got {data.type}")
-    strides = [int(math.prod(dims[i + 1:])) for i in range(k)]  # type: ignore[arg-type]
+    strides = [int(math.prod(dims[i + 1:])) for i in range(k)]
     neg = n.emit(ops.less, idx, n.scalar(0, idx))
     fixed = n.emit(ops.where, neg, n.emit(ops.add, idx, n.constant(dims, idx.dtype)), idx)
     flat = n.emit(ops.reduce_sum, n.emit(ops.mul, fixed, n.constant(strides, idx.dtype)),
@@ -174,7 +174,7 @@ def _gather_nd(n: NodeCtx) -> Value:
     rest = [d if isinstance(d, int) else -1 for d in data.shape[k:]]
     if rest.count(-1) > 1:
         raise n.unsupported(f"GatherND needs at most one symbolic trailing dim, got {data.type}")
-    table = n.emit(ops.reshape, data, shape=(int(math.prod(dims)), *rest))  # type: ignore
+    table = n.emit(ops.reshape, data, shape=(int(math.prod(dims)), *rest))
     return n.emit(ops.gather, table, flat, axis=0, out=0)
 
 
@@ -250,7 +250,9 @@ def _range(n: NodeCtx) -> Value:
         return n.emit(ops.cast, idx, to=dt, out=0)
     start, limit, delta = (n.const(i, w) for i, w in enumerate(("start", "limit", "delta")))
     assert start is not None and limit is not None and delta is not None
-    return n.constant(np.arange(start, limit, delta, dtype=np.asarray(start).dtype))
+    # the stubs want scalars; np.arange takes these one-element arrays as well
+    return n.constant(np.arange(start, limit, delta,  # type: ignore[call-overload]
+                                dtype=np.asarray(start).dtype))
 
 
 @handles("EyeLike")
@@ -271,9 +273,10 @@ def _trilu(n: NodeCtx) -> Value:
     rows, cols = x.shape[-2:]
     if not isinstance(rows, int) or not isinstance(cols, int):
         raise n.unsupported(f"Trilu needs static last two dims, got {x.type}")
-    k = n.ints(1, "k") if n.has(1) else [0]
+    k = n.ints(1, "k")  # None when absent
+    k0 = 0 if k is None else k[0]
     ones = np.ones((rows, cols), dtype=bool)
-    mask = np.triu(ones, k[0]) if n.attr("upper", 1) else np.tril(ones, k[0])
+    mask = np.triu(ones, k0) if n.attr("upper", 1) else np.tril(ones, k0)
     return n.emit(ops.where, n.constant(mask), x, n.scalar(0, x), out=0)
 
 

@@ -94,7 +94,7 @@ def _header(data: bytes, path: Path) -> dict[str, Any]:
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an lbdl-graph checkpoint (format "
                               f"{meta.get('format')!r})")
-    return meta  # type: ignore[no-any-return]
+    return meta
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

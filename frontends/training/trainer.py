@@ -281,12 +281,13 @@ def fit(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_ent
             # a partial epoch resumes at its next batch (same shuffled order); early stopping's
             # best weights and patience travel along so a resumed run decides the same way
             position = {"epoch": epoch, "batch": done} if stopped else {"epoch": epoch + 1}
-            tensors, extra = runner.state(), {}
+            tensors = runner.state()
+            best_meta: dict[str, Any] = {}
             if best is not None:
                 tensors.update({BEST + k: v for k, v in best[1].items()})
-                extra = {"best_score": best[0], "bad_epochs": bad_epochs,
-                         "best_epoch": history.best_epoch}
-            save_checkpoint(checkpoint, tensors, {**position, **extra,
+                best_meta = {"best_score": best[0], "bad_epochs": bad_epochs,
+                             "best_epoch": history.best_epoch}
+            save_checkpoint(checkpoint, tensors, {**position, **best_meta,
                                                   "history": history.epochs})
         if early_stopping is not None and bad_epochs >= early_stopping:
             history.stopped_early = True

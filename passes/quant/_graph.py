@@ -157,6 +157,10 @@ class Rewriter:
         self.subst: dict[Value, Value] = {}
         self.node: Node | None = None  # the node being replaced (for names and source)
 
+    def current(self, v: Value | None) -> Value | None:
+        """What ``v`` stands for now: its substitute, or itself (None stays None)."""
+        return None if v is None else self.subst.get(v, v)
+
     def visit(self, targets: Mapping[Node, T], drop: Collection[Node] = ()
               ) -> Iterator[tuple[Node, T]]:
         """Walk the graph in order: keep every node that is neither a target nor in ``drop``
@@ -216,7 +220,7 @@ class Rewriter:
             return
         y = self.emit(op, *inputs, name=op.name, **attrs)
         for i, (step, step_attrs) in enumerate(steps):
-            args = (y, self.subst.get(bias, bias)) if step is ops.add else (y,)
+            args = (y, self.current(bias)) if step is ops.add else (y,)
             if i == len(steps) - 1:
                 self.emit_as(step, *args, out=n.outputs[0], **step_attrs)
             else:

@@ -83,7 +83,7 @@ def _nbits_inputs(rw: Rewriter, x: Value, p: dict[str, Any]) -> dict[str, Value]
     the block sums of x."""
     dt = x.dtype
     if dt in p["cache"]:
-        return p["cache"][dt]  # type: ignore[no-any-return]
+        return p["cache"][dt]
 
     def cast(v: Value, name: str) -> Value:
         return v if v.dtype == dt else rw.emit(ops.cast, v, name=name, to=dt)
@@ -118,7 +118,7 @@ def _replace_block(rw: Rewriter, u: WeightUse, p: dict[str, Any], level: int) ->
     ``x @ (d (q - 8))^T + blocksums(x) @ (m + 8 d)^T``: the same d q + m, but ORT's MatMulNBits
     keeps its fast prepacked kernels (float zero points fall back to dequantising per call)."""
     n = u.node
-    x = rw.subst.get(n.inputs[0], n.inputs[0])
+    x = rw.current(n.inputs[0])
     assert x is not None
     vals = _nbits_inputs(rw, x, p)
     attrs = {"K": p["K"], "N": p["N"], "bits": p["bits"], "block_size": QK,
