@@ -28,7 +28,7 @@ from lbdl_graph.graph import Graph, Value
 from .optim import Optimizer, as_schedule, clip_by_global_norm
 
 __all__ = ["SplitTrainStep", "TrainStep", "TrainStepInfo", "make_split_train_step",
-           "make_train_step", "params_to_inputs"]
+           "make_train_step", "params_to_inputs", "rank_seed"]
 
 STEP = "step"
 
@@ -51,6 +51,12 @@ class TrainStepInfo:
             raise GraphError(f"graph '{graph.name}' is not a compiled training step")
         return TrainStepInfo(tuple(meta["state"]), tuple(meta["params"]), tuple(meta["batch"]),
                              meta["loss"], tuple(meta["metrics"]))
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The dropout seed of data-parallel rank ``rank``: ``seed`` itself on rank 0, a distinct
+    31-bit seed on every other rank (so masks differ per rank and stay reproducible)."""
+    return seed if rank == 0 else (seed + rank * 0x9E3779B1) & (2**31 - 1)
 
 
 def params_to_inputs(graph: Graph, names: Sequence[str]) -> Graph:

@@ -98,7 +98,8 @@ class DataParallelRunner:
         types = {v.name: v.type for v in step.update_graph.inputs}
         entries = [(f"grad:{p}", tuple(int(d) for d in types[p].shape),  # type: ignore[arg-type]
                     types[p].dtype.numpy) for p in reversed(info.params)]
-        scalars = [(f"avg:{k}", (), np.float32) for k in self._reported]
+        scalars: list[tuple[str, tuple[int, ...], Any]] = [
+            (f"avg:{k}", (), np.float32) for k in self._reported]
         if entries and np.dtype(entries[-1][2]) != np.float32:
             scalars = [(n, s, entries[-1][2]) for n, s, _ in scalars]
         self.buckets = Buckets([*entries, *scalars], bucket_bytes)
