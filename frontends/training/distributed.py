@@ -30,7 +30,8 @@ __all__ = ["DEFAULT_TIMEOUT", "Communicator", "mpi_available", "state_digest"]
 
 DEFAULT_TIMEOUT = 300.0  # seconds; LBDL_GRAPH_DIST_TIMEOUT overrides it
 _PROBE, _ANSWER = 7101, 7102  # point-to-point tags of the "who is still waiting" exchange
-_GRACE = 2.0  # seconds the timed-out rank waits for its peers' answers
+_GRACE = 2.0  # seconds (at most the timeout) the timed-out rank waits for its peers' answers
+_FLUSH = 0.5  # seconds between printing a rank's fatal error and MPI_Abort
 _MSG = 480  # bytes of an error message exchanged by agree()
 
 
@@ -141,7 +142,7 @@ class Communicator:
         msg = np.array([self._seq], np.int64)
         sends = [self.comm.Isend([msg, MPI.INT64_T], r, _PROBE) for r in peers]
         waiting: set[int] = set()
-        deadline = time.monotonic() + _GRACE
+        deadline = time.monotonic() + min(_GRACE, self.timeout)
         status = MPI.Status()
         while time.monotonic() < deadline and len(waiting) < len(peers):
             self._answer_probes()  # peers that timed out too ask us at the same time
@@ -284,6 +285,7 @@ class Communicator:
                 what = str(e) if isinstance(e, LbdlError) else f"{type(e).__name__}: {e}"
             print(f"lbdl-graph: rank {self.rank} of {self.size} failed: {what}\n"
                   f"lbdl-graph: aborting all {self.size} ranks", file=sys.stderr, flush=True)
+            time.sleep(_FLUSH)  # the launcher forwards the message before it tears the job down
             self.abort(1)
             raise
 

@@ -88,9 +88,9 @@ def run_case(comm: Communicator, model_name: str, opt_name: str, backend: str, s
     diff = np.sqrt(sum(float(np.sum((a[p].astype(np.float64) - r[p]) ** 2)) for p in ps))
     size = np.sqrt(sum(float(np.sum(r[p].astype(np.float64) ** 2)) for p in ps))
     moved = max(float(np.abs(r[p] - init[p]).max()) for p in split.info.params)
-    return {"case": f"{model_name}/{opt_name}/{backend}", "rel": diff / size, "max_rel": rel, "norm_rel": norm_rel,
-            "moved": moved,
-            "steps": int(a["step"]), "bytes": runner.bytes_per_step}
+    return {"case": f"{model_name}/{opt_name}/{backend}", "rel": diff / size, "max_rel": rel,
+            "norm_rel": norm_rel, "moved": moved, "steps": int(a["step"]),
+            "bytes": runner.bytes_per_step}
 
 
 def main() -> None:
