@@ -31,6 +31,7 @@ __all__ = ["DEFAULT_TIMEOUT", "Communicator", "mpi_available", "state_digest"]
 DEFAULT_TIMEOUT = 300.0  # seconds; LBDL_GRAPH_DIST_TIMEOUT overrides it
 _PROBE, _ANSWER = 7101, 7102  # point-to-point tags of the "who is still waiting" exchange
 _GRACE = 2.0  # seconds (at most the timeout) the timed-out rank waits for its peers' answers
+_NAP_AFTER = 1.0  # seconds of waiting after which polls are 1 ms apart
 _FLUSH = 0.5  # seconds between printing a rank's fatal error and MPI_Abort
 _MSG = 480  # bytes of an error message exchanged by agree()
 
@@ -107,7 +108,7 @@ class Communicator:
             return
         t0 = time.monotonic()
         deadline = t0 + self.timeout
-        pause = 0.0
+        probe_at = t0
         while not req.Test():
             now = time.monotonic()
             if now > deadline:
@@ -118,12 +119,13 @@ class Communicator:
                     "reach it (hung, dead or too slow)", ranks=tuple(missing),
                     hint="raise the timeout with LBDL_GRAPH_DIST_TIMEOUT=SECONDS if a step "
                          "really takes that long")
-            self._answer_probes()
-            # spin briefly (fast collectives), then back off to at most 1 ms so that waiting
-            # ranks leave the cores to the ones still computing
-            if now - t0 > 2e-4:
-                pause = min(1e-3, pause * 2 or 2e-5)
-                time.sleep(pause)
+            if now >= probe_at:
+                self._answer_probes()
+                probe_at = now + 1e-3
+            # MPI moves large buffers only while the ranks call into it, so poll, yielding the
+            # core between polls (ranks, or other programs, may outnumber the cores); a rank
+            # that waited a second for a slower one naps 1 ms between polls
+            time.sleep(1e-3 if now - t0 > _NAP_AFTER else 0)
 
     def _answer_probes(self) -> None:
         """Tell a timed-out peer that this rank is waiting too (called while waiting)."""
