@@ -13,6 +13,10 @@ one thread per rank. Reported (rank 0, ``--json`` for one JSON line):
   step on the same per-rank batch, timed on rank 0 while the other ranks idle, in rounds
   interleaved with the data-parallel steps so load from other processes hits both alike
   (1.0 = N ranks process N times the samples per second of one);
+- ``step_ms_overlap``, ``allreduce_wait_ms_overlap``, ``overlap_speedup`` (NumPy): the step
+  with 1 MiB buckets each all-reduced as soon as the backward pass has produced it, MPI polled
+  every 16 nodes meanwhile, and the time still spent waiting for the all-reduces once the
+  backward pass is done; speedup = step_ms / step_ms_overlap (> 1: overlapping pays);
 - ``parity_max_rel``: ||a - b|| / ||b|| of the parameters after ``--parity-steps`` steps of N ranks
   with per-rank batch B/N against one process with batch B (and ``parity_elementwise_max_rel``,
   max |a - b| / max |b| over the tensors, for SGD and Adam).
@@ -62,39 +66,47 @@ def _options(backend: str) -> dict[str, Any]:
 
 
 def timing(comm: Communicator, backend: str, batch: int, repeat: int) -> dict[str, float]:
-    """Step, all-reduce and single-process step times (rank 0's medians)."""
+    """Step, all-reduce and single-process step times (rank 0's medians); with NumPy also the
+    step with 1 MiB buckets whose all-reduces overlap the backward pass (``*_overlap``)."""
     fwd = gpt_forward()
     opts = _options(backend)
-    dp = DataParallelRunner(make_split_train_step(fwd, Adam()), comm, backend, **opts)
+    split = make_split_train_step(fwd, Adam())
+    runners = {"": DataParallelRunner(split, comm, backend, **opts)}
+    if backend == "numpy":
+        runners["_overlap"] = DataParallelRunner(split, comm, backend, bucket_bytes=1 << 20,
+                                                 overlap=True)
     single = make_step_runner(make_train_step(fwd, Adam()), backend, **opts) \
         if comm.rank == 0 else None
-    rng = np.random.default_rng(comm.rank)
-    data = tokens(rng, batch)
-    steps, reduce, alone, ones = [], [], [], []
-    for i in range(repeat + 2):  # two warm-up rounds
+    data = tokens(np.random.default_rng(comm.rank), batch)
+    times: dict[str, list[float]] = {}
+
+    def record(key: str, seconds: float) -> None:
+        times.setdefault(key, []).append(seconds)
+
+    for i in range(repeat + 2):  # two warm-up rounds, dropped below
         comm.barrier()
         if single is not None:
             t0 = time.perf_counter()
             single.step(data)
-            ones.append(time.perf_counter() - t0)
+            record("single_step_ms", time.perf_counter() - t0)
+        for suffix, dp in runners.items():
+            comm.barrier()
+            before = comm.stats["allreduce_seconds"], comm.stats["allreduce_wait_seconds"]
+            t0 = time.perf_counter()
+            dp.step(data)
+            record(f"step_ms{suffix}", time.perf_counter() - t0)
+            key = "allreduce_wait_ms" if suffix else "allreduce_ms"  # started early: the wait
+            record(f"{key}{suffix}", comm.stats[key.replace("_ms", "_seconds")]
+                   - before[1 if suffix else 0])
         comm.barrier()
-        before = comm.stats["allreduce_seconds"]
         t0 = time.perf_counter()
-        dp.step(data)
-        steps.append(time.perf_counter() - t0)
-        reduce.append(comm.stats["allreduce_seconds"] - before)
-        comm.barrier()
-        t0 = time.perf_counter()
-        for buf in dp.buckets.buffers:
+        for buf in runners[""].buckets.buffers:
             comm.allreduce_(buf)
-        alone.append(time.perf_counter() - t0)
+        record("allreduce_alone_ms", time.perf_counter() - t0)
         if i < 2:
-            steps, reduce, alone, ones = [], [], [], []
-    med = {k: float(np.median(v)) * 1e3 for k, v in
-           (("step_ms", steps), ("allreduce_ms", reduce), ("allreduce_alone_ms", alone))}
-    if ones:
-        med["single_step_ms"] = float(np.median(ones)) * 1e3
-    med["bytes_per_step"] = dp.bytes_per_step
+            times.clear()
+    med: dict[str, float] = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
+    med["bytes_per_step"] = runners[""].bytes_per_step
     return med
 
 
@@ -148,6 +160,8 @@ def main() -> None:
         return
     res.update(par)
     res["allreduce_share"] = res["allreduce_ms"] / res["step_ms"]
+    if "step_ms_overlap" in res:
+        res["overlap_speedup"] = res["step_ms"] / res["step_ms_overlap"]
     res["scaling_efficiency"] = res["single_step_ms"] / res["step_ms"]
     res.update({"ranks": comm.size, "threads_per_rank": int(THREADS), "backend": args.backend,
                 "model": "gpt_mini", "batch_per_rank": args.batch, "tokens_per_sequence": T})
@@ -162,6 +176,10 @@ def main() -> None:
           f"{res['scaling_efficiency']:.2f}; parity after {args.parity_steps} steps: "
           f"{res['parity_max_rel']:.2g} relative (elementwise "
           f"{res['parity_elementwise_max_rel']:.2g})")
+    if "overlap_speedup" in res:
+        print(f"overlapping 1 MiB buckets with the backward pass: step "
+              f"{res['step_ms_overlap']:.1f} ms, all-reduce wait "
+              f"{res['allreduce_wait_ms_overlap']:.2f} ms, speedup {res['overlap_speedup']:.3f}")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from .runners import _check
 __all__ = ["BUCKET_BYTES", "Buckets", "DataParallelRunner"]
 
 BUCKET_BYTES = 4 << 20  # 4 MiB: few collectives for small models, overlap for large ones
+POLL_EVERY = 16  # nodes between MPI progress polls while buckets are in flight (overlap)
 
 
 class Buckets:
@@ -77,12 +78,20 @@ class DataParallelRunner:
         comm: the ranks to average over.
         backend: "numpy" or "onnxruntime" (both graphs run there).
         bucket_bytes: the size of one all-reduce bucket.
+        overlap: start each bucket's all-reduce as soon as the backward pass has produced its
+            gradients, and poll MPI while the rest of the backward runs (NumPy backend only:
+            ONNX Runtime hands the gradients back when the whole graph has run).
         **options: passed to the Interpreter or OrtRunner of both graphs.
     """
 
     def __init__(self, step: SplitTrainStep, comm: Communicator, backend: str = "numpy", *,
-                 bucket_bytes: int = BUCKET_BYTES, **options: Any) -> None:
+                 bucket_bytes: int = BUCKET_BYTES, overlap: bool = False,
+                 **options: Any) -> None:
         _check(backend)
+        if overlap and backend != "numpy":
+            raise InputError("overlap=True needs the numpy backend (ONNX Runtime returns the "
+                             "gradients only after the whole gradient graph has run)")
+        self.overlap = overlap
         self.split = step
         self.comm = comm
         self.backend = backend
@@ -103,6 +112,7 @@ class DataParallelRunner:
         if entries and np.dtype(entries[-1][2]) != np.float32:
             scalars = [(n, s, entries[-1][2]) for n, s, _ in scalars]
         self.buckets = Buckets([*entries, *scalars], bucket_bytes)
+        self._roots = _roots(step.grad_graph) if overlap else {}
         self._state = {s: np.array(step.initial_state[s], copy=True) for s in info.state}
         self._previous = dict(self._state)
         self.last_batch: dict[str, np.ndarray] | None = None
@@ -116,15 +126,18 @@ class DataParallelRunner:
         """One data-parallel step on this rank's ``batch``; returns the averaged loss/metrics
         plus ``lr`` (and ``grad_norm`` with clipping)."""
         st = self._state
-        g = self._grad.run({**batch, **{s: st[s] for s in self._grad_state}})
+        feeds = {**batch, **{s: st[s] for s in self._grad_state}}
         views = self.buckets.views
-        pending = []
-        for buf, names in zip(self.buckets.buffers, self.buckets.members, strict=True):
-            for name in names:
-                src = g[name[4:]] if name.startswith("avg:") else g[name]
-                np.copyto(views[name], src, casting="same_kind")
-            pending.append((self.comm.iallreduce_(buf, what=f"gradient all-reduce of step "
-                                                  f"{int(st['step'])}"), buf))
+        what = f"gradient all-reduce of step {int(st['step'])}"
+        pending: list[Any] = []
+        if self.overlap:
+            g = self._overlapped(feeds, what, pending)
+        else:
+            g = self._grad.run(feeds)
+            for buf, names in zip(self.buckets.buffers, self.buckets.members, strict=True):
+                for name in names:
+                    np.copyto(views[name], g[_source(name)], casting="same_kind")
+                pending.append((self.comm.iallreduce_(buf, what=what), buf))
         for req, buf in pending:
             self.comm.finish(req, buf, average=True)
         u = self._update.run({**{s: st[s] for s in self._update_state},
@@ -138,6 +151,44 @@ class DataParallelRunner:
                for k in self._reported}
         out.update(u)
         return out
+
+    def _overlapped(self, feeds: dict[str, Any], what: str, pending: list[Any]
+                    ) -> dict[str, np.ndarray]:
+        """Run the gradient graph, starting each bucket's all-reduce once it is filled."""
+        views = self.buckets.views
+        left = [len(m) for m in self.buckets.members]
+        where = {n: i for i, m in enumerate(self.buckets.members) for n in m}
+        started: list[Any] = []
+        counter = [0]
+
+        def filled(name: str) -> Any:
+            def copy(arr: Any) -> None:
+                np.copyto(views[name], arr, casting="same_kind")
+                i = where[name]
+                left[i] -= 1
+                if left[i] == 0:
+                    buf = self.buckets.buffers[i]
+                    started.append(self.comm.iallreduce_(buf, what=what))
+                    pending.append((started[-1], buf))
+            return copy
+
+        def poll() -> None:
+            counter[0] += 1
+            if started and counter[0] % POLL_EVERY == 0:
+                for p in started:
+                    p.req.Test()  # MPI moves data only when called
+
+        hooks: dict[str, list[Any]] = {}
+        for name in where:
+            hooks.setdefault(self._roots[_source(name)], []).append(filled(name))
+        g = self._grad.run_hooked(feeds, {r: _chain(fs) for r, fs in hooks.items()}, poll)
+        for i, names in enumerate(self.buckets.members):
+            if left[i]:  # a value no node produces (a graph input passed through)
+                for name in names:
+                    np.copyto(views[name], g[_source(name)], casting="same_kind")
+                pending.append((self.comm.iallreduce_(self.buckets.buffers[i], what=what),
+                                self.buckets.buffers[i]))
+        return g
 
     def state(self) -> dict[str, np.ndarray]:
         """The current state (host arrays, the same on every rank but the buffers)."""
@@ -192,6 +243,37 @@ class _NumpyGraph:
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         return self._interp.run(feeds)
+
+    def run_hooked(self, feeds: Mapping[str, Any], on_value: Mapping[str, Any], poll: Any
+                   ) -> dict[str, np.ndarray]:
+        return self._interp.run(feeds, on_value=on_value, poll=poll)
+
+
+def _source(bucket_entry: str) -> str:
+    """The gradient-graph output a bucket entry is copied from (``avg:loss`` -> ``loss``)."""
+    return bucket_entry[4:] if bucket_entry.startswith("avg:") else bucket_entry
+
+
+def _chain(fns: Sequence[Any]) -> Any:
+    def call(arr: Any) -> None:
+        for f in fns:
+            f(arr)
+    return call
+
+
+def _roots(graph: Graph) -> dict[str, str]:
+    """Output name -> the value it is an identity of (outputs get identity nodes at the end
+    of the graph; the value they copy is ready much earlier in the backward pass)."""
+    from lbdl_graph import ops
+
+    made = {v: n for n in graph.nodes for v in n.outputs}
+    out: dict[str, str] = {}
+    for v in graph.outputs:
+        root = v
+        while root in made and made[root].op is ops.identity and made[root].inputs[0] is not None:
+            root = made[root].inputs[0]  # type: ignore[assignment]
+        out[v.name] = root.name
+    return out
 
 
 def _graph_runner(graph: Graph, backend: str, options: Mapping[str, Any]) -> Any:

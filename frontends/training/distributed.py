@@ -69,7 +69,8 @@ class Communicator:
     """A data-parallel group of ranks over an mpi4py communicator (default ``COMM_WORLD``).
 
     ``timeout`` (seconds) bounds every collective; ``stats`` accumulates the all-reduce calls,
-    bytes and seconds (including the wait for the slowest rank).
+    bytes, seconds from start to completion (including the wait for the slowest rank) and
+    seconds spent waiting in :meth:`finish` (what an all-reduce started early still costs).
     """
 
     def __init__(self, comm: Any = None, *, timeout: float | None = None) -> None:
@@ -84,7 +85,8 @@ class Communicator:
         if not self.timeout > 0:
             raise DistributedError(f"the collective timeout must be > 0 seconds, got "
                                    f"{self.timeout}")
-        self.stats = {"allreduce_calls": 0, "allreduce_bytes": 0, "allreduce_seconds": 0.0}
+        self.stats = {"allreduce_calls": 0, "allreduce_bytes": 0, "allreduce_seconds": 0.0,
+                      "allreduce_wait_seconds": 0.0}
         self._seq = 0  # collectives started so far (equal on every rank when all is well)
 
     @classmethod
@@ -181,7 +183,9 @@ class Communicator:
 
     def finish(self, pending: _Pending, buf: np.ndarray, *, average: bool = False) -> None:
         """Wait for a started all-reduce (see :meth:`wait`), then divide by the size if asked."""
+        t0 = time.perf_counter()
         self.wait(pending.req, pending.what)
+        self.stats["allreduce_wait_seconds"] += time.perf_counter() - t0
         self.stats["allreduce_calls"] += 1
         self.stats["allreduce_bytes"] += pending.nbytes
         self.stats["allreduce_seconds"] += time.perf_counter() - pending.t0

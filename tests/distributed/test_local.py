@@ -123,3 +123,21 @@ def test_runner_at_world_size_one_is_the_fused_step(backend: str) -> None:
     for k in fs:
         np.testing.assert_allclose(ds[k], fs[k], rtol=1e-5, atol=1e-7, err_msg=k)
     assert dp.comm.stats["allreduce_calls"] == 3 * len(dp.buckets.buffers)
+
+
+def test_overlapped_buckets_give_the_same_step() -> None:
+    require_mpi()
+    from lbdl_graph.frontends.training.distributed import Communicator
+
+    fwd, batch = _lenet_step()
+    split = make_split_train_step(fwd, Adam())  # type: ignore[arg-type]
+    comm = Communicator.single()
+    plain = DataParallelRunner(split, comm, bucket_bytes=256)
+    early = DataParallelRunner(split, comm, bucket_bytes=256, overlap=True)
+    assert len(early.buckets.buffers) >= 3
+    for _ in range(2):
+        assert float(plain.step(batch)["loss"]) == float(early.step(batch)["loss"])
+    for k, v in plain.state().items():
+        assert np.array_equal(v, early.state()[k]), k
+    with pytest.raises(InputError, match="overlap=True needs the numpy backend"):
+        DataParallelRunner(split, comm, "onnxruntime", overlap=True)

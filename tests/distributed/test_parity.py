@@ -13,7 +13,7 @@ import pytest
 from .helpers import last_json, mpirun
 
 CASES = {
-    2: ["mlp:sgd:numpy", "mlp:adam:numpy", "lenet:sgd:numpy", "lenet:adam:onnxruntime",
+    2: ["mlp:sgd:numpy", "mlp:adam:numpy", "lenet:sgd:numpy+overlap", "lenet:adam:onnxruntime",
         "gpt_mini:adam:numpy", "gpt_mini:sgd:onnxruntime"],
     4: ["mlp:adam:onnxruntime", "lenet:adam:numpy", "gpt_mini:adam:onnxruntime"],
 }
@@ -32,3 +32,5 @@ def test_parity_with_one_process(ranks: int) -> None:
         assert c["rel"] <= 1e-5, c
         if "/sgd/" in c["case"]:
             assert c["max_rel"] <= 1e-5, c
+        if "+overlap" in c["case"]:
+            assert c["buckets"] >= 4, c  # several buckets, each started during the backward

@@ -61,8 +61,11 @@ def run_case(comm: Communicator, model_name: str, opt_name: str, backend: str, s
     fwd = trace_loss(model, specs, target, "cross_entropy", {}, training=True)
     opt = SGD(0.1, momentum=0.9) if opt_name == "sgd" else Adam()
     split = make_split_train_step(fwd, opt)
-    options = {"intra_op_threads": 1} if backend == "onnxruntime" else {}
-    runner = DataParallelRunner(split, comm, backend, **options)
+    backend, overlap = backend.removesuffix("+overlap"), backend.endswith("+overlap")
+    options: dict[str, Any] = {"intra_op_threads": 1} if backend == "onnxruntime" else {}
+    # overlapped: small buckets, each all-reduced as soon as the backward pass filled it
+    runner = DataParallelRunner(split, comm, backend, overlap=overlap,
+                                bucket_bytes=16 << 10 if overlap else 4 << 20, **options)
     rng = np.random.default_rng(1)
     batches = [make(rng, batch) for _ in range(steps)]
     b = batch // comm.size
@@ -88,9 +91,10 @@ def run_case(comm: Communicator, model_name: str, opt_name: str, backend: str, s
     diff = np.sqrt(sum(float(np.sum((a[p].astype(np.float64) - r[p]) ** 2)) for p in ps))
     size = np.sqrt(sum(float(np.sum(r[p].astype(np.float64) ** 2)) for p in ps))
     moved = max(float(np.abs(r[p] - init[p]).max()) for p in split.info.params)
-    return {"case": f"{model_name}/{opt_name}/{backend}", "rel": diff / size, "max_rel": rel,
-            "norm_rel": norm_rel, "moved": moved, "steps": int(a["step"]),
-            "bytes": runner.bytes_per_step}
+    return {"case": f"{model_name}/{opt_name}/{backend}{'+overlap' * overlap}",
+            "rel": diff / size, "max_rel": rel, "norm_rel": norm_rel, "moved": moved,
+            "steps": int(a["step"]),
+            "bytes": runner.bytes_per_step, "buckets": len(runner.buckets.buffers)}
 
 
 def main() -> None:
