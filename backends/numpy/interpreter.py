@@ -258,11 +258,11 @@ class Interpreter:
             raise InputError(f"on_value names unknown values {unknown} of graph "
                              f"'{self.graph.name}'")
         hooks: dict[int, list[tuple[int, Callable[[Any], None]]]] = {}
-        for i, step in enumerate(self._steps):
-            for o, v in zip(step.outs, step.node.outputs, strict=True):
+        for i, planned in enumerate(self._steps):
+            for o, v in zip(planned.outs, planned.node.outputs, strict=True):
                 if v.name in on_value:
                     hooks.setdefault(i, []).append((o, on_value[v.name]))
-        step = None
+        step: _Step | None = None
         caller = False  # an error raised by a callback is the caller's: it passes unchanged
         try:
             for i, step in enumerate(self._steps):
@@ -284,7 +284,7 @@ class Interpreter:
                     poll()
                 caller = False
         except Exception as e:
-            if caller:
+            if caller or step is None:
                 raise
             if not isinstance(e, LbdlError):
                 raise self._kernel_error(step, env, e) from None

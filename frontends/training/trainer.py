@@ -316,12 +316,13 @@ def _train(run: LocalRun, model: Module, data: dict[str, np.ndarray],
             position = {"epoch": epoch, "batch": first_batch + done,
                         "samples": run.consumed(start, done)} if stopped else \
                 {"epoch": epoch + 1}
-            tensors, extra = runner.state(), {}
+            tensors: dict[str, np.ndarray] = runner.state()
+            more: dict[str, Any] = {}
             if best is not None:
                 tensors.update({BEST + k: v for k, v in best[1].items()})
-                extra = {"best_score": best[0], "bad_epochs": bad_epochs,
-                         "best_epoch": history.best_epoch}
-            run.save(checkpoint, tensors, {**position, **extra, "history": history.epochs})
+                more = {"best_score": best[0], "bad_epochs": bad_epochs,
+                        "best_epoch": history.best_epoch}
+            run.save(checkpoint, tensors, {**position, **more, "history": history.epochs})
         start = 0
         if early_stopping is not None and bad_epochs >= early_stopping:
             history.stopped_early = True
