@@ -1,6 +1,6 @@
 """How ``fit`` runs: in one process (:class:`LocalRun`) or data-parallel over MPI ranks
-(:class:`DataParallelRun`). Both give ``fit`` the same hooks: compile, runner, batches,
-evaluate, load, save, sync, guard.
+(:class:`DataParallelRun`). Both give ``fit`` the same hooks: compile, runner, start, batches,
+evaluate, load, save, sync (``fit`` runs inside ``Communicator.guard``).
 
 Data-parallel runs keep the ranks in lock-step: each trains on its shard
 (:class:`~.sampler.DistributedSampler`), gradients are averaged between the gradient and the
@@ -13,12 +13,11 @@ size, data shapes and a sample of the data); a mismatch raises on every rank.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import socket
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from .distributed import Communicator, state_digest
 from .runners import make_step_runner
 from .sampler import DistributedSampler
 
-__all__ = ["DataParallelRun", "LocalRun", "data_digest", "make_run"]
+__all__ = ["DataParallelRun", "LocalRun", "communicator", "data_digest", "make_run"]
 
 _DATA_ROWS = 1024  # rows of the data hashed by the start-up check (evenly spaced)
 
@@ -105,10 +104,6 @@ class LocalRun:
         from .trainer import _first_bad_node
 
         return _first_bad_node(step, batch, runner.previous_state(), loss, epoch)
-
-    def guard(self) -> contextlib.AbstractContextManager[None]:
-        """Failure handling around the whole run (none in one process)."""
-        return contextlib.nullcontext()
 
 
 class DataParallelRun(LocalRun):
@@ -221,22 +216,24 @@ class DataParallelRun(LocalRun):
                  epoch: int) -> LbdlError:
         return runner.first_bad_node(batch, loss, epoch)  # type: ignore[no-any-return]
 
-    @contextlib.contextmanager
-    def guard(self) -> Iterator[None]:
-        """A rank that raises aborts every rank (see Communicator.guard)."""
-        with self.comm.guard():
-            yield
 
-
-def make_run(distributed: Any, total: int, batch_size: int, seed: int, shuffle: bool,
-             drop_last: bool) -> LocalRun:
-    """The run for ``fit(distributed=...)``: False/None, True (COMM_WORLD) or a Communicator."""
+def communicator(distributed: Any) -> Communicator | None:
+    """The ranks of ``fit(distributed=...)``: None (False/None), COMM_WORLD (True) or the
+    Communicator given."""
     if distributed is False or distributed is None:
-        return LocalRun(total, batch_size, seed, shuffle)
+        return None
     comm = Communicator.world() if distributed is True else distributed
     if not isinstance(comm, Communicator):
         raise InputError(f"distributed must be True, False or a Communicator, got "
                          f"{type(distributed).__name__}")
+    return comm
+
+
+def make_run(comm: Communicator | None, total: int, batch_size: int, seed: int, shuffle: bool,
+             drop_last: bool) -> LocalRun:
+    """One process (comm None) or data parallel over ``comm``."""
+    if comm is None:
+        return LocalRun(total, batch_size, seed, shuffle)
     return DataParallelRun(comm, total, batch_size, seed, shuffle, drop_last=drop_last)
 
 

@@ -39,6 +39,8 @@ class DistributedSampler:
     def __post_init__(self) -> None:
         if self.world_size < 1 or not 0 <= self.rank < self.world_size:
             raise InputError(f"rank {self.rank} is not in a world of {self.world_size}")
+        if self.num_samples < 1:
+            raise InputError("there are no training samples")
         if self.num_samples < self.world_size:
             raise InputError(f"{self.num_samples} samples cannot be shared by "
                              f"{self.world_size} ranks (each needs at least one)")

@@ -8,6 +8,7 @@ stays inside the runner. Validation uses an eval-mode graph fed with the current
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -28,7 +29,7 @@ from ..module import Module
 from ..tensor import Tensor
 from ..trace import InputSpec, trace
 from .runners import make_eval_runner
-from .runs import LocalRun, make_run
+from .runs import LocalRun, communicator, make_run
 
 __all__ = ["LOSSES", "METRICS", "History", "compile_training", "evaluate", "fit"]
 
@@ -183,6 +184,27 @@ def fit(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_ent
     progress and writes checkpoints; see :mod:`.runs`.
     The trained parameters and buffers are loaded back into ``model``. Returns the History.
     """
+    comm = communicator(distributed)
+    # with ranks, a rank that raises (even on bad input) aborts them all instead of leaving
+    # the others waiting in a collective
+    with comm.guard() if comm is not None else contextlib.nullcontext():
+        return _fit(model, x, y, comm, loss=loss, metrics=metrics, optimizer=optimizer,
+                    epochs=epochs, batch_size=batch_size, validation_split=validation_split,
+                    validation_data=validation_data, shuffle=shuffle, seed=seed,
+                    early_stopping=early_stopping, monitor=monitor, mode=mode,
+                    backend=backend, clip_grad_norm=clip_grad_norm, progress=progress,
+                    checkpoint=checkpoint, resume=resume, max_steps=max_steps,
+                    drop_last=drop_last)
+
+
+def _fit(model: Module, x: Any, y: Any, comm: Any, *, loss: str | LossFn,
+         metrics: Sequence[str | tuple[str, LossFn]], optimizer: Optimizer | None,
+         epochs: int, batch_size: int, validation_split: float,
+         validation_data: tuple[Any, Any] | None, shuffle: bool, seed: int,
+         early_stopping: int | None, monitor: str, mode: str, backend: str,
+         clip_grad_norm: float | None, progress: bool | None, checkpoint: str | Path | None,
+         resume: str | Path | None, max_steps: int | None, drop_last: bool) -> History:
+    """:func:`fit` after the ranks (if any) are known: checks, splits, then trains."""
     if epochs < 1 or batch_size < 1:
         raise InputError(f"epochs and batch_size must be >= 1 (got {epochs}, {batch_size})")
     data = _as_inputs(x)
@@ -210,13 +232,12 @@ def fit(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_ent
         val = {k: v[perm[:n_val]] for k, v in data.items()}
         data = {k: v[perm[n_val:]] for k, v in data.items()}
         total -= n_val
-    run = make_run(distributed, total, batch_size, seed, shuffle, drop_last)
-    with run.guard():
-        return _train(run, model, data, val, loss=loss, metrics=metrics, optimizer=optimizer,
-                      epochs=epochs, early_stopping=early_stopping, monitor=monitor,
-                      better_is=better_is, backend=backend, clip_grad_norm=clip_grad_norm,
-                      progress=progress, checkpoint=checkpoint, resume=resume,
-                      max_steps=max_steps, seed=seed)
+    run = make_run(comm, total, batch_size, seed, shuffle, drop_last)
+    return _train(run, model, data, val, loss=loss, metrics=metrics, optimizer=optimizer,
+                  epochs=epochs, early_stopping=early_stopping, monitor=monitor,
+                  better_is=better_is, backend=backend, clip_grad_norm=clip_grad_norm,
+                  progress=progress, checkpoint=checkpoint, resume=resume, max_steps=max_steps,
+                  seed=seed)
 
 
 def _train(run: LocalRun, model: Module, data: dict[str, np.ndarray],
@@ -258,7 +279,7 @@ def _train(run: LocalRun, model: Module, data: dict[str, np.ndarray],
         start_epoch = int(meta.get("epoch", 0))
         # "samples": the sample position in the epoch's order (any world size); checkpoints
         # written before it existed hold "batch", a step count of this batch size
-        start = int(meta.get("samples", int(meta.get("batch", 0)) * run.batch_size))
+        start = int(meta.get("samples", int(meta.get("batch", 0)) * run.batch_size * run.size))
         history.epochs = [e for e in meta.get("history", []) if not e.get("partial")]
     steps_done = 0
     show = (sys.stderr.isatty() if progress is None else progress) and run.logs
