@@ -28,6 +28,7 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -58,8 +59,10 @@ class Context:
     def zoo(self, name: str) -> Graph:
         """The zoo model ``name`` traced (once)."""
         if name not in self.graphs:
-            manual_seed(0)
-            self.graphs[name] = ZOO[name].trace()
+            from lbdl_graph.passes.fold_parameters import fold_params
+
+            manual_seed(0)  # what `viz` draws: weight layouts folded into stored weights
+            self.graphs[name] = fold_params(ZOO[name].trace()).graph
         return self.graphs[name]
 
 
@@ -174,7 +177,19 @@ def full_depth(ctx: Context) -> Figures:
             "engine_threads_max": threads}
 
 
-MEASUREMENTS: list[Callable[[Context], Figures]] = [zoo_pictures, bert_picture, full_depth]
+def train_explore(ctx: Context) -> Figures:
+    """``explore --out`` of the GPT-2 small training step (forward, backward, Adam)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from explore_time import compile_step, time_explore
+
+    step, build_s = compile_step(ZOO["gpt2_small"])
+    res = time_explore(step, "gpt2_small_train", ctx.repeat)
+    return {"gpt2_small_train_explore_s": res["explore_s"],
+            "gpt2_small_train_nodes": res["nodes"], "gpt2_small_train_build_s": round(build_s, 3)}
+
+
+MEASUREMENTS: list[Callable[[Context], Figures]] = [zoo_pictures, bert_picture, full_depth,
+                                                    train_explore]
 
 
 def main() -> None:

@@ -121,30 +121,80 @@ def _check_args(args: argparse.Namespace, recipe: Recipe) -> None:
     args.lr = args.lr or recipe.lr
 
 
-def _train(args: argparse.Namespace, recipe: Recipe, data: Data) -> tuple[Any, Any, float]:
+def _communicator(args: argparse.Namespace) -> Any:
+    """The MPI ranks for ``--distributed`` (None without it); checks the global batch."""
+    if not args.distributed:
+        return None
+    from lbdl_graph.errors import DistributedError
+    from lbdl_graph.frontends.training.distributed import Communicator
+
+    try:
+        comm = Communicator.world()
+    except DistributedError as e:
+        raise UsageError(f"--distributed: {e.message}") from None
+    if args.batch_size % comm.size:
+        raise UsageError(f"--batch-size {args.batch_size} (the global batch) must be divisible "
+                         f"by the {comm.size} ranks")
+    return comm
+
+
+def _train(args: argparse.Namespace, recipe: Recipe, data: Data, comm: Any = None
+           ) -> tuple[Any, Any, float]:
     """Seed, build and fit the model; returns (model, history, seconds)."""
     from lbdl_graph.frontends import manual_seed
     from lbdl_graph.frontends.training import fit
+    from lbdl_graph.frontends.training.sampler import DistributedSampler
     from lbdl_graph.passes.optim import Adam, CosineLR
 
     xtr, ytr, xte, _ = data
     manual_seed(args.seed)
     model = recipe.model()
-    per_epoch = -(-len(xtr) // args.batch_size)
-    print(f"data: scikit-learn digits, {len(xtr)} train / {len(xte)} held-out test "
-          f"(split seed {SPLIT_SEED}); {model.num_parameters():,} parameters")
-    print(f"training on {args.backend}: {args.epochs} epoch{'s' * (args.epochs > 1)} x "
-          f"{per_epoch} steps, batch {args.batch_size}, Adam lr {args.lr:g} (cosine decay), "
-          f"seed {args.seed}", flush=True)
+    size = comm.size if comm is not None else 1
+    say = print if comm is None or comm.rank == 0 else _quiet
+    per_rank = args.batch_size // size
+    per_epoch = DistributedSampler(len(xtr), 0, size).steps_per_epoch(per_rank)
+    say(f"data: scikit-learn digits, {len(xtr)} train / {len(xte)} held-out test "
+        f"(split seed {SPLIT_SEED}); {model.num_parameters():,} parameters")
+    ranks = f" on {size} ranks ({per_rank} per rank)" if comm is not None else ""
+    say(f"training on {args.backend}: {args.epochs} epoch{'s' * (args.epochs > 1)} x "
+        f"{per_epoch} steps, batch {args.batch_size}{ranks}, Adam lr {args.lr:g} (cosine "
+        f"decay), seed {args.seed}", flush=True)
     t0 = time.perf_counter()
     history = fit(model, xtr, ytr, metrics=["accuracy"], epochs=args.epochs,
-                  batch_size=args.batch_size, seed=args.seed, backend=args.backend,
-                  optimizer=Adam(CosineLR(args.lr, args.epochs * per_epoch)))
+                  batch_size=per_rank, seed=args.seed, backend=args.backend,
+                  optimizer=Adam(CosineLR(args.lr, args.epochs * per_epoch)),
+                  distributed=comm if comm is not None else False)
     seconds = time.perf_counter() - t0
+    if comm is not None and comm.rank != 0:
+        return model, history, seconds
     for e in history.epochs:
         print(f"  epoch {int(e['epoch']):>2}/{args.epochs}  loss {e['loss']:.4f}  "
               f"train accuracy {e['accuracy'] * 100:6.2f}%  {e['seconds']:.1f} s")
     return model, history, seconds
+
+
+def _output_dir(args: argparse.Namespace, comm: Any) -> Path:
+    """The checked output directory; with ranks, rank 0 checks it and all agree on the outcome."""
+    path = args.out or f"runs/{args.model}"
+    if comm is None:
+        return check_output(path, mkdir=True)
+    from lbdl_graph.errors import DistributedError
+
+    error = None
+    if comm.rank == 0:
+        try:
+            check_output(path, mkdir=True)
+        except CliError as e:
+            error = e
+    try:
+        comm.agree(error, "output directory check")
+    except DistributedError as e:
+        raise CliError(e.message) from None
+    return Path(path)
+
+
+def _quiet(*_: Any, **__: Any) -> None:
+    """print() for the ranks that do not log."""
 
 
 def _ort_logits(path: Path, x: np.ndarray) -> tuple[np.ndarray, str]:
@@ -219,12 +269,17 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"no training recipe for {args.model!r}; trainable: "
                          f"{', '.join(RECIPES)}")
     _check_args(args, recipe)
-    out = check_output(args.out or f"runs/{args.model}", mkdir=True)
+    comm = _communicator(args)
+    lead = comm is None or comm.rank == 0  # only rank 0 logs, evaluates and writes files
+    out = _output_dir(args, comm)
     t_start = time.perf_counter()
-    print(f"train {args.model}: {recipe.zoo} ({ZOO[recipe.zoo].description})")
+    if lead:
+        print(f"train {args.model}: {recipe.zoo} ({ZOO[recipe.zoo].description})")
     data = digits_split(recipe.data)
     xtr, _, xte, yte = data
-    model, history, t_train = _train(args, recipe, data)
+    model, history, t_train = _train(args, recipe, data, comm)
+    if not lead:
+        return 0
 
     t0 = time.perf_counter()
     graph = _trace_eval(model, recipe.zoo, xtr)
@@ -282,4 +337,7 @@ def register(sub: Any) -> None:
                    help="backend running the training step (default onnxruntime)")
     p.add_argument("--seed", type=int, default=0, help="initialisation and shuffling seed")
     p.add_argument("--out", default=None, help="output directory (default runs/MODEL)")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the MPI ranks of mpiexec -n N (--batch-size is the "
+                        "global batch, split over the ranks; rank 0 logs and writes the files)")
     p.set_defaults(func=_run)

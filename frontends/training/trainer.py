@@ -8,6 +8,7 @@ stays inside the runner. Validation uses an eval-mode graph fed with the current
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -27,8 +28,8 @@ from .. import functional as F
 from ..module import Module
 from ..tensor import Tensor
 from ..trace import InputSpec, trace
-from .checkpoint import load_checkpoint, save_checkpoint
-from .runners import make_eval_runner, make_step_runner
+from .runners import make_eval_runner
+from .runs import LocalRun, communicator, make_run
 
 __all__ = ["LOSSES", "METRICS", "History", "compile_training", "evaluate", "fit"]
 
@@ -125,24 +126,24 @@ def trace_loss(model: Module, inputs: Mapping[str, InputSpec], target: InputSpec
     return trace(with_loss, specs, name=type(model).__name__, training=training, module=model)
 
 
+def target_spec(y: Any) -> InputSpec | None:
+    """The symbolic-batch spec of the targets (None without targets)."""
+    return InputSpec(("N", *np.shape(y)[1:]), np.asarray(y).dtype, "y") if y is not None else None
+
+
 def compile_training(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_entropy",
                      metrics: Sequence[str | tuple[str, LossFn]] = (),
                      optimizer: Optimizer | None = None, clip_grad_norm: float | None = None,
                      seed: int = 0) -> tuple[TrainStep, Graph]:
     """The compiled training step and the eval graph (params as inputs) for ``model``."""
     data = _as_inputs(x)
-    target = InputSpec(("N", *np.shape(y)[1:]), np.asarray(y).dtype, "y") if y is not None else None
+    target = target_spec(y)
     mfns = _metric_fns(metrics)
     fwd = trace_loss(model, _specs(data), target, loss, mfns, training=True)
     step = make_train_step(fwd, optimizer or Adam(), clip_grad_norm=clip_grad_norm, seed=seed)
     ev = trace_loss(model, _specs(data), target, loss, mfns, training=False)
     ev = params_to_inputs(ev, [p.name for p in ev.params if p.name in step.info.state])
     return step, ev
-
-
-def _batches(n: int, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
-    order = rng.permutation(n) if rng is not None else np.arange(n)
-    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
 def evaluate(runner: Any, data: Mapping[str, np.ndarray], state: Mapping[str, np.ndarray],
@@ -152,7 +153,7 @@ def evaluate(runner: Any, data: Mapping[str, np.ndarray], state: Mapping[str, np
     wanted = set(runner.input_names)
     params = {k: v for k, v in state.items() if k in wanted}
     totals: dict[str, float] = {}
-    for idx in _batches(n, batch_size, None):
+    for idx in (np.arange(i, min(i + batch_size, n)) for i in range(0, n, batch_size)):
         out = runner.run({**{k: v[idx] for k, v in data.items()}, **params})
         for k, v in out.items():
             totals[k] = totals.get(k, 0.0) + float(v) * len(idx)
@@ -166,7 +167,8 @@ def fit(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_ent
         early_stopping: int | None = None, monitor: str = "val_loss", mode: str = "auto",
         backend: str = "numpy", clip_grad_norm: float | None = None,
         progress: bool | None = None, checkpoint: str | Path | None = None,
-        resume: str | Path | None = None, max_steps: int | None = None) -> History:
+        resume: str | Path | None = None, max_steps: int | None = None,
+        distributed: bool | Any = False, drop_last: bool = False) -> History:
     """Train ``model`` on ``x`` (an array or a dict of named arrays) and targets ``y``.
 
     ``y=None`` trains a reconstruction (autoencoder) on the first input. ``early_stopping=k``
@@ -174,9 +176,35 @@ def fit(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_ent
     ``mode`` says whether lower ("min") or higher ("max") is better ("auto": min for losses,
     max for accuracies, an error for other names). ``checkpoint`` is written after every epoch
     and when ``max_steps`` stops mid-epoch (atomically); ``resume`` continues from one, at the
-    batch where it stopped.
+    sample where it stopped.
+    ``distributed=True`` (or a :class:`~.distributed.Communicator`) trains data-parallel over
+    the MPI ranks started by ``mpiexec``: every rank calls ``fit`` with the same data and
+    settings, ``batch_size`` is per rank, each rank trains on its shard (the last batch padded,
+    or dropped with ``drop_last``), gradients are averaged every step, only rank 0 shows
+    progress and writes checkpoints; see :mod:`.runs`.
     The trained parameters and buffers are loaded back into ``model``. Returns the History.
     """
+    comm = communicator(distributed)
+    # with ranks, a rank that raises (even on bad input) aborts them all instead of leaving
+    # the others waiting in a collective
+    with comm.guard() if comm is not None else contextlib.nullcontext():
+        return _fit(model, x, y, comm, loss=loss, metrics=metrics, optimizer=optimizer,
+                    epochs=epochs, batch_size=batch_size, validation_split=validation_split,
+                    validation_data=validation_data, shuffle=shuffle, seed=seed,
+                    early_stopping=early_stopping, monitor=monitor, mode=mode,
+                    backend=backend, clip_grad_norm=clip_grad_norm, progress=progress,
+                    checkpoint=checkpoint, resume=resume, max_steps=max_steps,
+                    drop_last=drop_last)
+
+
+def _fit(model: Module, x: Any, y: Any, comm: Any, *, loss: str | LossFn,
+         metrics: Sequence[str | tuple[str, LossFn]], optimizer: Optimizer | None,
+         epochs: int, batch_size: int, validation_split: float,
+         validation_data: tuple[Any, Any] | None, shuffle: bool, seed: int,
+         early_stopping: int | None, monitor: str, mode: str, backend: str,
+         clip_grad_norm: float | None, progress: bool | None, checkpoint: str | Path | None,
+         resume: str | Path | None, max_steps: int | None, drop_last: bool) -> History:
+    """:func:`fit` after the ranks (if any) are known: checks, splits, then trains."""
     if epochs < 1 or batch_size < 1:
         raise InputError(f"epochs and batch_size must be >= 1 (got {epochs}, {batch_size})")
     data = _as_inputs(x)
@@ -204,17 +232,39 @@ def fit(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_ent
         val = {k: v[perm[:n_val]] for k, v in data.items()}
         data = {k: v[perm[n_val:]] for k, v in data.items()}
         total -= n_val
+    run = make_run(comm, total, batch_size, seed, shuffle, drop_last)
+    return _train(run, model, data, val, loss=loss, metrics=metrics, optimizer=optimizer,
+                  epochs=epochs, early_stopping=early_stopping, monitor=monitor,
+                  better_is=better_is, backend=backend, clip_grad_norm=clip_grad_norm,
+                  progress=progress, checkpoint=checkpoint, resume=resume, max_steps=max_steps,
+                  seed=seed)
+
+
+def _train(run: LocalRun, model: Module, data: dict[str, np.ndarray],
+           val: dict[str, np.ndarray] | None, *, loss: str | LossFn,
+           metrics: Sequence[str | tuple[str, LossFn]], optimizer: Optimizer | None,
+           epochs: int, early_stopping: int | None, monitor: str, better_is: str, backend: str,
+           clip_grad_norm: float | None, progress: bool | None, checkpoint: str | Path | None,
+           resume: str | Path | None, max_steps: int | None, seed: int) -> History:
+    """The epoch loop of :func:`fit` (after the data is checked and split)."""
     xs = {k: v for k, v in data.items() if k != "y"}
-    step, ev = compile_training(model, xs, data.get("y"), loss=loss, metrics=metrics,
-                                optimizer=optimizer, clip_grad_norm=clip_grad_norm, seed=seed)
-    runner = make_step_runner(step, backend)
+    step, ev = run.compile(model, xs, data.get("y"), loss=loss, metrics=metrics,
+                           optimizer=optimizer, clip_grad_norm=clip_grad_norm, seed=seed)
+    runner = run.runner(step, backend)
     ev_runner = make_eval_runner(ev, backend)
+    run.start(runner, {"optimizer": optimizer, "loss": getattr(loss, "__qualname__", loss),
+                       "metrics": [m if isinstance(m, str) else m[0] for m in metrics],
+                       "epochs": epochs, "batch_size": run.batch_size, "seed": seed,
+                       "backend": backend, "clip": clip_grad_norm, "monitor": monitor,
+                       "early_stopping": early_stopping, "max_steps": max_steps,
+                       "validation": None if val is None else len(next(iter(val.values())))},
+              data)
     history = History()
-    start_epoch, skip = 0, 0
+    start_epoch, start = 0, 0
     best: tuple[float, dict[str, np.ndarray]] | None = None
     bad_epochs = 0
     if resume is not None:
-        state, meta = load_checkpoint(resume)
+        state, meta = run.load(resume)
         kept = {k[len(BEST):]: v for k, v in state.items() if k.startswith(BEST)}
         state = {k: v for k, v in state.items() if not k.startswith(BEST)}
         if kept and "best_score" in meta:  # early stopping carries on where it was
@@ -226,25 +276,28 @@ def fit(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_ent
             raise CheckpointError(f"checkpoint {resume} does not fit this model and optimizer: "
                                   f"missing {missing}, unexpected {extra}")
         runner.set_state(state)
-        start_epoch, skip = int(meta.get("epoch", 0)), int(meta.get("batch", 0))
+        start_epoch = int(meta.get("epoch", 0))
+        # "samples": the sample position in the epoch's order (any world size); checkpoints
+        # written before it existed hold "batch", a step count of this batch size
+        start = int(meta.get("samples", int(meta.get("batch", 0)) * run.batch_size * run.size))
         history.epochs = [e for e in meta.get("history", []) if not e.get("partial")]
     steps_done = 0
-    show = sys.stderr.isatty() if progress is None else progress
+    show = (sys.stderr.isatty() if progress is None else progress) and run.logs
     for epoch in range(start_epoch, epochs):
-        order_rng = np.random.default_rng([seed, epoch]) if shuffle else None
-        batches = _batches(total, batch_size, order_rng)[skip:]
-        first_batch, skip = len(_batches(total, batch_size, None)) - len(batches), 0
+        batches = run.batches(epoch, start)
+        first_batch = -(-start // (run.batch_size * run.size))
         sums: dict[str, float] = {}
         seen = 0
         t0 = time.perf_counter()
         bar = _progress(len(batches), epoch, epochs, show)
         stopped = False
-        for done, idx in enumerate(batches, start=first_batch + 1):
+        done = 0
+        for done, idx in enumerate(batches, start=1):
             batch = {k: v[idx] for k, v in data.items()}
             out = runner.step(batch)
             lv = float(out[step.info.loss])
             if not math.isfinite(lv):
-                raise _first_bad_node(step, batch, runner.previous_state(), lv, epoch)
+                raise run.bad_loss(runner, step, batch, lv, epoch)
             for k in (step.info.loss, *step.info.metrics):
                 sums[k] = sums.get(k, 0.0) + float(out[k]) * len(idx)
             steps_done += 1
@@ -254,7 +307,7 @@ def fit(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_ent
                 shown = {k: f"{float(out[k]):.4f}" for k in step.info.metrics if k != "lr"}
                 bar.set_postfix(loss=f"{lv:.4f}", **shown, refresh=False)
             if max_steps is not None and steps_done >= max_steps:
-                stopped = done < first_batch + len(batches)
+                stopped = done < len(batches)
                 break
         if bar is not None:
             bar.close()
@@ -263,9 +316,10 @@ def fit(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_ent
         record["seconds"] = time.perf_counter() - t0
         if stopped:
             record["partial"] = True
+        run.sync(runner, "end of epoch")
         if val is not None:
             record.update({f"val_{k}": v for k, v in
-                           evaluate(ev_runner, val, runner.state(), batch_size).items()})
+                           run.evaluate(ev_runner, val, runner.state()).items()})
         history.epochs.append(record)
         if early_stopping is not None and not stopped:
             if monitor not in record:
@@ -278,17 +332,19 @@ def fit(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_ent
             else:
                 bad_epochs += 1
         if checkpoint is not None:
-            # a partial epoch resumes at its next batch (same shuffled order); early stopping's
+            # a partial epoch resumes at its next sample (same shuffled order); early stopping's
             # best weights and patience travel along so a resumed run decides the same way
-            position = {"epoch": epoch, "batch": done} if stopped else {"epoch": epoch + 1}
-            tensors = runner.state()
-            best_meta: dict[str, Any] = {}
+            position = {"epoch": epoch, "batch": first_batch + done,
+                        "samples": run.consumed(start, done)} if stopped else \
+                {"epoch": epoch + 1}
+            tensors: dict[str, np.ndarray] = runner.state()
+            more: dict[str, Any] = {}
             if best is not None:
                 tensors.update({BEST + k: v for k, v in best[1].items()})
-                best_meta = {"best_score": best[0], "bad_epochs": bad_epochs,
-                             "best_epoch": history.best_epoch}
-            save_checkpoint(checkpoint, tensors, {**position, **best_meta,
-                                                  "history": history.epochs})
+                more = {"best_score": best[0], "bad_epochs": bad_epochs,
+                        "best_epoch": history.best_epoch}
+            run.save(checkpoint, tensors, {**position, **more, "history": history.epochs})
+        start = 0
         if early_stopping is not None and bad_epochs >= early_stopping:
             history.stopped_early = True
             break
