@@ -16,6 +16,7 @@ __all__ = [
     "CheckpointError",
     "DTypeError",
     "ExecutionError",
+    "GenerationError",
     "GraphError",
     "InputError",
     "LbdlError",
@@ -97,6 +98,11 @@ class ParseError(LbdlError):
 
 class InputError(LbdlError):
     """Run-time inputs that do not match the graph's declared inputs."""
+
+
+class GenerationError(InputError):
+    """Bad generation input: a prompt longer than the context, token ids outside the
+    vocabulary, sampling parameters out of range, an unreadable tokenizer or export."""
 
 
 class ExecutionError(LbdlError):
