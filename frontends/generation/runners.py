@@ -62,6 +62,8 @@ class _OrtExec:
         self.runner = OrtRunner(source, providers=providers, intra_op_threads=threads)
         self.session = self.runner.session
         self.outputs = [o.name for o in self.session.get_outputs()]
+        # bfloat16 inputs and outputs cross as float32 (ORT's Python binding has no bfloat16)
+        self.user_names = [self.runner.output_map.get(o, o) for o in self.outputs]
         self.io_binding = io_binding
         cuda = "CUDAExecutionProvider" in self.runner.providers
         self.device = "cuda" if cuda else "cpu"
@@ -72,7 +74,7 @@ class _OrtExec:
         try:
             if not self.io_binding:
                 outs = self.session.run(self.outputs, dict(feeds))
-                return dict(zip(self.outputs, outs, strict=True))
+                return dict(zip(self.user_names, outs, strict=True))
             b = self.session.io_binding()
             for name, v in feeds.items():
                 if isinstance(v, np.ndarray):
@@ -85,7 +87,7 @@ class _OrtExec:
             vals = b.get_outputs()
         except Exception as e:
             raise translate_error(e, self.runner.nodes, "run") from None
-        out: dict[str, Any] = dict(zip(self.outputs, vals, strict=True))
+        out: dict[str, Any] = dict(zip(self.user_names, vals, strict=True))
         out[LOGITS] = out[LOGITS].numpy()
         return out
 
