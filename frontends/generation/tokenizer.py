@@ -58,6 +58,14 @@ class Tokenizer:
         return cls(t, "trained")
 
     @classmethod
+    def bytes_only(cls) -> Tokenizer:
+        """The merge-free byte-level tokenizer: ``<|endoftext|>`` then the 256 bytes (257 ids),
+        for models trained on raw bytes or without a tokenizer of their own."""
+        t = cls.train([], vocab_size=257)
+        t.source = "bytes"
+        return t
+
+    @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Tokenizer:
         """Read a ``tokenizer.json`` (or a directory holding one), e.g. a local HF file."""
         p = Path(path)
