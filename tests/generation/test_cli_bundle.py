@@ -22,7 +22,7 @@ from .helpers import tiny_gpt
 
 pytest.importorskip("tokenizers")
 
-from lbdl_graph.frontends.generation.tokenizer import Tokenizer  # noqa: E402
+from lbdl_graph.frontends.generation.tokenizer import Tokenizer
 
 
 def _ids(text: str) -> list[int]:
@@ -91,7 +91,7 @@ def test_bundle_runs_as_fp16_and_q8(tmp_path: Path) -> None:
 def test_bad_bundles_are_typed_errors(tiny_bundle: Path, tmp_path: Path) -> None:
     with pytest.raises(GenerationError, match="no such directory"):
         load_generation(tmp_path / "nothing")
-    with pytest.raises(GenerationError, match="generation_config.json is missing"):
+    with pytest.raises(GenerationError, match=r"generation_config\.json is missing"):
         load_generation(tmp_path)
     broken = tmp_path / "broken"
     broken.mkdir()
