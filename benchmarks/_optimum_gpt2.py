@@ -33,13 +33,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cfg = GPT2Config(vocab_size=args.vocab, n_positions=args.context, n_embd=args.d_model,
                      n_layer=args.layers, n_head=args.heads)
-    d = tempfile.mkdtemp(prefix="optimum-gpt2-")
-    GPT2LMHeadModel(cfg).eval().save_pretrained(d)
+    where = tempfile.mkdtemp(prefix="optimum-gpt2-")
+    GPT2LMHeadModel(cfg).eval().save_pretrained(where)
     so = ort.SessionOptions()
     so.intra_op_num_threads = args.threads
     so.inter_op_num_threads = 1
     t0 = time.perf_counter()
-    model = ORTModelForCausalLM.from_pretrained(d, export=True, use_cache=True,
+    model = ORTModelForCausalLM.from_pretrained(where, export=True, use_cache=True,
                                                 provider="CPUExecutionProvider",
                                                 session_options=so)
     export_s = time.perf_counter() - t0

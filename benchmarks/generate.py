@@ -247,7 +247,7 @@ def main() -> None:
     res: dict[str, Any] = {"model": name, "threads": args.threads, "prompt_tokens": n_prompt,
                            "new_tokens": n_new, "repeat": repeat,
                            "copy_bandwidth_gbps": bandwidth / 1e9}
-    variants = {}
+    variants: dict[str, dict[str, Any]] = {}
     for k in runs:
         if k == "hf" and hf is None:
             continue
@@ -262,8 +262,8 @@ def main() -> None:
                                / bandwidth)
     optimum, why = optimum_run(optimum_python(args.optimum_python), entry.config, n_prompt,
                                n_new, args.threads, repeat)
-    opt = optimum["tokens_per_s"] if optimum else None
-    if optimum:
+    opt = float(optimum["tokens_per_s"]) if optimum else None
+    if optimum and opt:
         variants["optimum"] = {"tokens_per_s": opt, "prefill_s": optimum["prefill_s"],
                                "ms_per_token": 1000 / opt,
                                "versions": {k: optimum[k] for k in
@@ -292,9 +292,9 @@ def main() -> None:
         extra = (f", weights/token {v['weight_bytes_per_token'] / 1e6:.0f} MB, bandwidth share "
                  f"{v['bandwidth_share']:.0%}, cache peak {v['cache_peak_bytes'] / 1e6:.1f} MB"
                  if "bandwidth_share" in v else "")
-        late = f", late/early {v['late_over_early']:.2f}" if "late_over_early" in v else ""
+        flat = f", late/early {v['late_over_early']:.2f}" if "late_over_early" in v else ""
         print(f"  {k:8s} {v['tokens_per_s']:6.1f} tokens/s ({v['ms_per_token']:.1f} ms/token), "
-              f"prefill {v['prefill_s'] * 1000:.0f} ms{late}{extra}")
+              f"prefill {v['prefill_s'] * 1000:.0f} ms{flat}{extra}")
     print(f"  recompute {recompute:.2f} tokens/s -> KV cache {res['kv_vs_recompute']:.1f}x")
     if hf_tps:
         print(f"  ours ({first}) vs HF: {res['kv_vs_hf']:.2f}x")

@@ -80,9 +80,9 @@ def convert_precision(graph: Graph, to: str = "float16", *,
                     env[v] = ops.cast(x, to=dt)
         readers: dict[Value, set[bool]] = {}
         for n in graph.nodes:
-            for x in n.inputs:
-                if x is not None:
-                    readers.setdefault(x, set()).add(n.op.name in keep)
+            for r in n.inputs:
+                if r is not None:
+                    readers.setdefault(r, set()).add(n.op.name in keep)
         for p in graph.params:
             if p.data.dtype != np.float32:
                 env[p.value] = b.param(p.name, p.data, trainable=p.trainable)
