@@ -10,7 +10,10 @@ is exported as a generation bundle (prefill/decode ONNX with a KV cache, ``token
 ``generation_config.json``) that ``lbdl-graph generate --onnx DIR --prompt "def "`` runs with no
 Python model code; here it writes from ``"def "`` at temperature 0.8 with top-k 40.
 
-    python examples/bpe_gpt.py               # 600 steps of 32 windows (about 2 minutes)
+Measured (seed 0, 600 steps, 583 s on two heavily loaded cores): 2.66 characters per token;
+held-out 4.07 nats/token = 1.53 nats/char against a unigram's 5.99 nats/token = 2.25 nats/char.
+
+    python examples/bpe_gpt.py               # 600 steps of 32 windows of 64 tokens
 """
 
 from __future__ import annotations
