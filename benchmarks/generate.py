@@ -35,6 +35,7 @@ import argparse
 import gc
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -188,6 +189,15 @@ def recompute_rate(model: Any, ids: list[int], prompt_len: int, threads: int, sa
 
 
 def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="lbdl-generate-"))
+    try:
+        bench(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def bench(work: Path) -> None:
+    """Run the benchmark with its files in ``work``."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quick", action="store_true", help="gpt_mini, 16 + 16 tokens")
@@ -212,7 +222,6 @@ def main() -> None:
     manual_seed(0)
     model = entry.model()
     prompt = np.random.default_rng(0).integers(0, entry.config.vocab_size, n_prompt).tolist()
-    work = Path(tempfile.mkdtemp(prefix="lbdl-generate-"))
     graphs = trace_generation(model)
     bundles, weights, sizes = {}, {}, {}
     for v in args.variants.split(","):
