@@ -68,8 +68,7 @@ def export_generation(model: Module | GenerationGraphs, directory: str | os.Path
     ``stop_ids`` default to the tokenizer's ``<|endoftext|>``; ``defaults`` are sampling
     options (temperature, top_k, top_p, repetition_penalty, max_new_tokens) ``generate``
     uses unless told otherwise."""
-    from lbdl_graph.backends.onnx import to_onnx
-    from lbdl_graph.backends.onnx.export import save_onnx_models
+    from lbdl_graph.backends.onnx import save_onnx_models, to_onnx
 
     from ..cli.common import CliError, atomic_write, check_output
 
