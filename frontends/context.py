@@ -12,6 +12,8 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+
 from lbdl_graph.builder import GraphBuilder, current_builder
 from lbdl_graph.errors import GraphError
 from lbdl_graph.graph import Value
@@ -49,7 +51,9 @@ class TraceState:
     # ---- parameters and buffers ----
     def declare(self, leaf: Any, name: str, *, trainable: bool) -> Value:
         """Add ``leaf`` (a Parameter or Buffer) as a graph parameter named ``name``."""
-        v = self.builder.param(name, leaf.data.copy(), trainable=trainable)
+        share = getattr(leaf, "share", None)
+        data = share() if share is not None else np.array(leaf.data, copy=True)
+        v = self.builder.param(name, data, trainable=trainable)
         self._leaves[id(leaf)] = (leaf, v)
         return v
 

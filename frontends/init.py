@@ -3,12 +3,21 @@
 The formulas are PyTorch's defaults (``torch.nn.init``); the random bits come from NumPy, so a
 model is reproducible after :func:`manual_seed` but not bit-identical to a torch model. The
 ``*_`` functions fill a Parameter (or array) in place and return it, as in torch.
+
+Arrays larger than ``_CHUNK`` elements are drawn in chunks on a thread pool: one seed is taken
+from the global generator and chunk ``i`` draws from ``SeedSequence(seed, spawn_key=(i,))``, so
+the values do not depend on the thread count. Inside :func:`skip_random` the random fills do
+nothing (the zeros of :func:`empty` stay): a model that redraws every weight in its own scheme
+(GPT-2's) builds its layers there and draws each weight once.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -25,6 +34,7 @@ __all__ = [
     "manual_seed",
     "normal_",
     "ones_",
+    "skip_random",
     "uniform_",
     "xavier_normal_",
     "xavier_uniform_",
@@ -32,6 +42,8 @@ __all__ = [
 ]
 
 _GEN: list[np.random.Generator] = [np.random.default_rng(0)]
+_SKIP = [0]
+_CHUNK = 1 << 22  # elements per parallel draw (16 MiB of float32)
 
 
 def manual_seed(seed: int) -> np.random.Generator:
@@ -46,7 +58,7 @@ def generator() -> np.random.Generator:
 
 
 def _target(x: Any) -> np.ndarray:
-    arr = getattr(x, "data", x)
+    arr = x if isinstance(x, np.ndarray) else getattr(x, "data", x)
     if not isinstance(arr, np.ndarray):
         raise OpError(f"init functions fill a Parameter or an ndarray, got {type(x).__name__}")
     return arr
@@ -83,31 +95,72 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
     raise OpError(f"unsupported nonlinearity {nonlinearity!r}")
 
 
+@contextmanager
+def skip_random() -> Iterator[None]:
+    """Within this block, ``uniform_``/``normal_`` (and the inits built on them) leave their
+    target untouched; the caller promises to draw every weight afterwards."""
+    _SKIP[0] += 1
+    try:
+        yield
+    finally:
+        _SKIP[0] -= 1
+
+
 def _in_place(arr: np.ndarray) -> bool:
     """Whether the generator can draw straight into ``arr`` (contiguous float32/float64): no
     float64 temporary, about 4x faster for the 124M weights of GPT-2."""
     return arr.dtype in (np.float32, np.float64) and arr.flags.c_contiguous and arr.size > 0
 
 
+def _workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _draw(arr: np.ndarray, normal: bool, scale: float, shift: float) -> None:
+    """Fill contiguous float ``arr`` with ``scale * X + shift``, X ~ N(0, 1) or U[0, 1)."""
+    if arr.size <= _CHUNK:
+        gen = generator()
+        (gen.standard_normal if normal else gen.random)(dtype=arr.dtype, out=arr)
+        arr *= scale
+        arr += shift
+        return
+    seed = int(generator().integers(1 << 63))
+    flat = arr.reshape(-1)
+
+    def fill(i: int) -> None:
+        part = flat[i * _CHUNK:(i + 1) * _CHUNK]
+        gen = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(i,))))
+        (gen.standard_normal if normal else gen.random)(dtype=arr.dtype, out=part)
+        part *= scale
+        part += shift
+
+    chunks = range(-(-flat.size // _CHUNK))
+    with ThreadPoolExecutor(max_workers=min(len(chunks), _workers())) as pool:
+        list(pool.map(fill, chunks))
+
+
 def uniform_(x: Any, a: float = 0.0, b: float = 1.0) -> Any:
     """Fill with U(a, b)."""
+    if _SKIP[0]:
+        return x
     arr = _target(x)
     if not _in_place(arr):
         return _fill(x, generator().uniform(a, b, size=arr.shape))
-    generator().random(dtype=arr.dtype, out=arr)
-    arr *= b - a
-    arr += a
+    _draw(arr, False, b - a, a)
     return x
 
 
 def normal_(x: Any, mean: float = 0.0, std: float = 1.0) -> Any:
     """Fill with N(mean, std²)."""
+    if _SKIP[0]:
+        return x
     arr = _target(x)
     if not _in_place(arr):
         return _fill(x, generator().normal(mean, std, size=arr.shape))
-    generator().standard_normal(dtype=arr.dtype, out=arr)
-    arr *= std
-    arr += mean
+    _draw(arr, True, std, mean)
     return x
 
 

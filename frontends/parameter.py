@@ -27,13 +27,39 @@ def _array(data: Any) -> np.ndarray:
 
 
 class _Leaf(Tensor):
-    """A tensor backed by an array; inside a trace it reads as a graph parameter."""
+    """A tensor backed by an array; inside a trace it reads as a graph parameter.
 
-    __slots__ = ("data",)
+    Tracing shares the array with the graph instead of copying it (:meth:`share`): the graph
+    gets a read-only view and the leaf copies its array the next time ``data`` is read, so
+    writes through ``data`` never reach a graph traced earlier.
+    """
+
+    __slots__ = ("_data", "_shared")
 
     def __init__(self, data: Any) -> None:
-        self.data: np.ndarray = _array(data)
-        dtype(self.data.dtype)  # unsupported dtypes fail here, not at trace time
+        self._data: np.ndarray = _array(data)
+        self._shared = False
+        dtype(self._data.dtype)  # unsupported dtypes fail here, not at trace time
+
+    @property
+    def data(self) -> np.ndarray:
+        """The array (a private copy is made first if a graph shares the current one)."""
+        if self._shared:
+            self._data = self._data.copy()
+            self._shared = False
+        return self._data
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        self._data = _array(value)
+        self._shared = False
+
+    def share(self) -> np.ndarray:
+        """A read-only view of the array for a graph; the leaf copies before its next write."""
+        self._shared = True
+        view = self._data.view()
+        view.flags.writeable = False
+        return view
 
     @property
     def value(self) -> Value:
@@ -43,21 +69,21 @@ class _Leaf(Tensor):
     @property
     def shape(self) -> tuple[Dim, ...]:
         """The shape of the data."""
-        return tuple(int(d) for d in self.data.shape)
+        return tuple(int(d) for d in self._data.shape)
 
     @property
     def dtype(self) -> DType:
         """The element type of the data."""
-        return dtype(self.data.dtype)
+        return dtype(self._data.dtype)
 
     @property
     def ndim(self) -> int:
         """The rank of the data."""
-        return self.data.ndim
+        return self._data.ndim
 
     def numel(self) -> int:
         """Number of elements."""
-        return int(self.data.size)
+        return int(self._data.size)
 
     def __array__(self, dt: Any = None, copy: bool | None = None) -> np.ndarray:
         return self.data if dt is None else self.data.astype(dt)

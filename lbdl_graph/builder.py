@@ -49,6 +49,7 @@ class GraphBuilder:
         self._names: dict[str, set[str]] = {"value": set(), "node": set()}
         self._counters: dict[tuple[str, str], int] = {}
         self._scope: list[str] = []
+        self._tag: tuple[str | None, str] = (None, "")  # scope override and origin of new nodes
         self._tokens: list[Any] = []
 
     @classmethod
@@ -81,10 +82,31 @@ class GraphBuilder:
         finally:
             self._scope.pop()
 
+    @contextlib.contextmanager
+    def provenance(self, scope: str | None = None, origin: str | None = None) -> Iterator[None]:
+        """Give the nodes created inside the block this ``Node.scope`` (instead of the name
+        scope) and ``Node.origin``; None keeps the enclosing setting. Names are unaffected."""
+        saved = self._tag
+        self._tag = (saved[0] if scope is None else scope, saved[1] if origin is None else origin)
+        try:
+            yield
+        finally:
+            self._tag = saved
+
     @property
     def scope_name(self) -> str:
         """The current dotted scope ('' at top level)."""
         return ".".join(s for s in self._scope if s)
+
+    @property
+    def node_scope(self) -> str:
+        """The ``Node.scope`` new nodes get: the :meth:`provenance` scope, else the name scope."""
+        return self._tag[0] if self._tag[0] is not None else self.scope_name
+
+    @property
+    def node_origin(self) -> str:
+        """The ``Node.origin`` new nodes get ('' outside :meth:`provenance`)."""
+        return self._tag[1]
 
     def unique_name(self, base: str, space: str = "value") -> str:
         """``base`` if unused among this graph's values (or nodes), else ``base_1``, ..."""
@@ -128,9 +150,12 @@ class GraphBuilder:
         name: str | None = None,
         source: SourceLoc | None = None,
         output_names: Sequence[str] | None = None,
+        scope: str | None = None,
+        origin: str | None = None,
     ) -> tuple[Value, ...]:
         """Type-check and append a node; returns its outputs.
 
+        ``scope`` and ``origin`` default to :attr:`node_scope` and :attr:`node_origin`.
         Errors name the node, its op, the input types and the user's source line.
         """
         loc = source if source is not None else caller_location()
@@ -166,7 +191,9 @@ class GraphBuilder:
         else:
             outs = tuple(Value(self.unique_name(f"{node_name}:{i}"), t)
                          for i, t in enumerate(types))
-        self.nodes.append(Node(op, tuple(inputs), outs, checked, node_name, loc, self.scope_name))
+        self.nodes.append(Node(op, tuple(inputs), outs, checked, node_name, loc,
+                               self.node_scope if scope is None else scope,
+                               self.node_origin if origin is None else origin))
         return outs
 
     def emit(self, node: Node) -> Node:
@@ -184,7 +211,8 @@ class GraphBuilder:
         verify: bool = True,
         prune: bool = False,
     ) -> Graph:
-        """Finish the graph. Named outputs get an identity node when the value has another name.
+        """Finish the graph. Named outputs get an identity node when the value has another name
+        (with the scope and origin of the value's producer).
 
         With ``prune``, nodes and parameters the outputs do not need are dropped (inputs stay).
         With ``verify`` the verifier runs on the result.
@@ -193,14 +221,20 @@ class GraphBuilder:
 
         if isinstance(outputs, Mapping):
             outs: list[Value] = []
+            made: dict[Value, Node] | None = None
             with self:
                 for oname, v in outputs.items():
                     if not isinstance(v, Value):
                         raise GraphError(f"output '{oname}' is not a Value: {type(v).__name__}")
                     if v.name != oname or v in outs:
+                        if made is None:
+                            made = {o: n for n in self.nodes for o in n.outputs}
                         src = self.nodes[-1].source if self.nodes else None
-                        (v,) = self.add_node(ops.identity, [v], {}, name=oname,
-                                             source=src, output_names=[oname])
+                        prod = made.get(v)
+                        (v,) = self.add_node(ops.identity, [v], {}, name=oname, source=src,
+                                             output_names=[oname],
+                                             scope=prod.scope if prod else "",
+                                             origin=prod.origin if prod else "")
                     outs.append(v)
         else:
             outs = list(outputs)

@@ -8,6 +8,7 @@ source line that created it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -21,7 +22,7 @@ from .opdef import OpDef
 from .source import SourceLoc
 from .types import TensorType
 
-__all__ = ["Graph", "Node", "Param", "Value"]
+__all__ = ["Graph", "Node", "Param", "Value", "common_scope"]
 
 
 class Value:
@@ -221,6 +222,32 @@ class Graph:
     def __repr__(self) -> str:
         return (f"<Graph {self.name}: {len(self.inputs)} inputs, {len(self.nodes)} nodes, "
                 f"{len(self.params)} params, {len(self.outputs)} outputs>")
+
+
+_SCOPE_SEP = re.compile(r"([./])")
+
+
+def common_scope(scopes: Iterable[str]) -> str:
+    """The longest common prefix of dotted scopes, segment by segment (``/`` also separates):
+    ``h.0.attn`` and ``h.0.mlp`` give ``h.0``; ``h.1`` and ``h.10`` give ``h``; none give ``""``.
+    """
+    common: list[str] | None = None
+    for s in scopes:
+        parts = _SCOPE_SEP.split(s) if s else []
+        if common is None:
+            common = parts
+            continue
+        k = 0
+        while k < min(len(common), len(parts)) and common[k] == parts[k]:
+            k += 1
+        common = common[:k]
+        if not common:
+            break
+    if not common:
+        return ""
+    if len(common) % 2 == 0:  # ended on a separator
+        common = common[:-1]
+    return "".join(common)
 
 
 def values_of(nodes: Iterable[Node]) -> Sequence[Value]:

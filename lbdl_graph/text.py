@@ -74,12 +74,14 @@ def print_graph(
     keep_names: bool = False,
     show_names: bool = False,
     show_source: bool = False,
+    show_scopes: bool = False,
     max_elems: int | None = 64,
 ) -> str:
     """The deterministic text form of ``graph``.
 
-    ``keep_names`` prints node outputs by their real names instead of numbers; ``show_names``
-    and ``show_source`` append ``# node-name @ file:line`` comments.
+    ``keep_names`` prints node outputs by their real names instead of numbers; ``show_names``,
+    ``show_source`` and ``show_scopes`` append ``# node-name @ file:line scope=h.0.attn
+    origin=pass:rule`` comments (scope and origin where set), which the parser reads back.
     """
     names: dict[Value, str] = {v: v.name for v in graph.inputs}
     names.update((p.value, p.name) for p in graph.params)
@@ -105,7 +107,10 @@ def print_graph(
         if show_names:
             notes.append(n.name)
         if show_source and n.source is not None:
-            notes.append(f"@ {n.source.relative()}")
+            notes.append(f"@ {n.source}")
+        if show_scopes:
+            notes.extend(f"{k}={_tag(v)}" for k, v in (("scope", n.scope), ("origin", n.origin))
+                         if v)
         if notes:
             line += "  # " + " ".join(notes)
         lines.append(line)
@@ -113,7 +118,25 @@ def print_graph(
     return "\n".join(lines) + "\n"
 
 
+def _tag(value: str) -> str:
+    """A scope or origin as printed: bare when it is one printable word, else a quoted repr."""
+    plain = value.isprintable() and not any(c.isspace() or c in "'\"" for c in value)
+    return value if plain else repr(value)
+
+
 # ---------------------------------------------------------------- parsing
+
+_TAG = re.compile(r"(?:^|\s)(scope|origin)=('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|\S+)")
+
+
+def _parse_tags(note: str) -> tuple[str, dict[str, str]]:
+    """The note without its ``scope=`` / ``origin=`` words, and their values."""
+    tags: dict[str, str] = {}
+    for m in _TAG.finditer(note):
+        raw = m.group(2)
+        tags[m.group(1)] = str(ast.literal_eval(raw)) if raw[0] in "'\"" else raw
+    return _TAG.sub("", note).strip(), tags
+
 
 
 def _split_top(text: str, sep: str = ",") -> list[str]:
@@ -355,6 +378,7 @@ def _parse_node(b: Any, env: dict[str, Value], s: str, note: str) -> None:
     args = [_ref_name(a) for a in _split_top(rhs[pos + 1:-1])]
     inputs = [env[a] if a is not None else None for a in args]
     name, source = None, None
+    note, tags = _parse_tags(note)
     if note:
         parts = note.split("@", 1)
         name = parts[0].strip() or None
@@ -363,7 +387,8 @@ def _parse_node(b: Any, env: dict[str, Value], s: str, note: str) -> None:
             source = SourceLoc(file, int(rest.split()[0]), rest.split(" in ")[-1]
                                if " in " in rest else "")
     outs = b.add_node(op, inputs, attrs, name=name, source=source,
-                      output_names=[n for n, _ in binders])
+                      output_names=[n for n, _ in binders], scope=tags.get("scope"),
+                      origin=tags.get("origin"))
     for (n, declared), v in zip(binders, outs, strict=True):
         if v.type != declared:
             raise ValueError(f"%{n} is declared {declared} but {op.name} gives {v.type}")

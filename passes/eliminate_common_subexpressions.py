@@ -4,7 +4,7 @@ Attributes are compared by value, tensors included (dtype, shape and bytes, so `
 ``0.0`` stay apart while equal NaNs merge); floats by their bits. Random ops are pure functions
 of their key input and ``salt``, so two identical ones produce identical bits and merge too.
 A duplicate whose output is a graph output becomes an identity of the kept node, so the output
-keeps its name.
+keeps its name. The kept node keeps its scope and origin.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ def eliminate_common_subexpressions(graph: Graph) -> PassResult:
         for old, new in zip(node.outputs, first.outputs, strict=True):
             if old in outputs:  # keep the output's name: identity(new) takes over the Value
                 name = b.unique_name(f"{node.name}/identity", "node")
-                nodes.append(Node(ops.identity, (new,), (old,), {}, name, node.source))
+                nodes.append(Node(ops.identity, (new,), (old,), {}, name, node.source,
+                                  node.scope, "eliminate_common_subexpressions:merged"))
             else:
                 subst[old] = new
     if not merged:

@@ -9,7 +9,8 @@ every op folded can pass ``evaluate=`` (for example one that calls the NumPy bac
 
 Parameters are never folded (their data changes when the model trains), nor are stochastic
 ops, and results with more than ``max_elements`` elements stay computed, so that folding never
-bloats the graph (``expand`` of a scalar to a large shape).
+bloats the graph (``expand`` of a scalar to a large shape). A folded node's constant keeps its
+name, source and scope; its origin is ``fold_constants:folded``.
 """
 
 from __future__ import annotations
@@ -211,7 +212,7 @@ def fold_constants(graph: Graph, *, max_elements: int = 4096,
                 for i, (v, arr) in enumerate(zip(node.outputs, arrays, strict=True)):
                     name = node.name if len(node.outputs) == 1 else f"{node.name}:{i}"
                     nodes.append(Node(ops.constant, (), (v,), ops.constant.check_attrs(
-                        {"value": arr}), name, node.source))
+                        {"value": arr}), name, node.source, node.scope, "fold_constants:folded"))
                     known[v] = nodes[-1].attrs["value"]
                 continue
         nodes.append(node)

@@ -6,8 +6,9 @@ constants read by the group are copied into its program. Groups of at least two 
 node holding a program of steps ``(op name, argument registers, attributes)``: registers
 ``0..n-1`` are the node's inputs and each step appends one (see
 :data:`lbdl_graph.ops.fused_elementwise`). The fused node takes over the root's output Value,
-its name and its source line; fused nodes already in a group are inlined, so reruns find
-nothing new.
+its name and its source line, the common scope of the group and the origin
+``fuse_elementwise:elementwise_chain``; fused nodes already in a group are inlined, so reruns
+find nothing new.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from lbdl_graph import ops
 from lbdl_graph.builder import GraphBuilder
 from lbdl_graph.errors import GraphError
-from lbdl_graph.graph import Graph, Node, Value
+from lbdl_graph.graph import Graph, Node, Value, common_scope
 from lbdl_graph.opdef import Trait
 
 from .base import PassResult
@@ -129,7 +130,8 @@ def fuse_elementwise(graph: Graph) -> PassResult:
             name = b.unique_name(f"{scope}/fused_elementwise" if scope else "fused_elementwise",
                                  "node")
             nodes.append(Node(ops.fused_elementwise, tuple(inputs), (out,), attrs, name,
-                              node.source))
+                              node.source, common_scope(n.scope for n in groups[node]),
+                              "fuse_elementwise:elementwise_chain"))
         elif node not in absorbed:
             nodes.append(node)
     live = Counter(v for n in nodes for v in n.inputs if v is not None)

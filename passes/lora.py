@@ -6,6 +6,7 @@ every existing parameter is frozen. It is inserted in the cheap form, next to th
 op: ``y = x @ Wᵀ + ((x @ Aᵀ) @ Bᵀ) · s`` (never materialising B·A). A starts Gaussian with std
 1/rank (peft's ``init_lora_weights="gaussian"``; ``init="kaiming"`` gives peft's default
 U(±1/sqrt(D))) and B starts at zero, so a fresh adapter computes exactly the base model.
+Adapter nodes take the scope of the node they adapt and the origin ``lora:adapter``.
 ``merge_lora`` folds s·B·A into W and removes every adapter node: the inference graph then has
 the base graph's nodes, names and parameters. On a base quantised by
 ``passes.quant.quantize_weights`` (Q4_0 / Q4_1 / Q8_0 ``matmul_nbits`` or int8
@@ -60,6 +61,7 @@ ATTENTION_TARGETS = ("*in_proj_weight", "*q_proj_weight", "*k_proj_weight", "*v_
                      "*q_proj.weight", "*k_proj.weight", "*v_proj.weight", "*out_proj.weight",
                      "*attn.*.weight")
 FORMAT = "lbdl-graph-lora/1"
+ORIGIN = "lora:adapter"  # Node.origin of the adapter nodes
 _QUANTISED = ("nbits", "dq")  # layouts of quantised base weights
 
 
@@ -199,7 +201,8 @@ def _insert(b: GraphBuilder, u: _Use, a: Value, bb: Value, a_t: dict[str, Value]
     pre = f"{node.name}/lora"
 
     def emit(op: Any, *ins: Value, name: str, **attrs: Any) -> Value:
-        return b.add_node(op, list(ins), attrs, name=f"{pre}/{name}", source=node.source)[0]
+        return b.add_node(op, list(ins), attrs, name=f"{pre}/{name}", source=node.source,
+                          scope=node.scope, origin=ORIGIN)[0]
 
     if u.weight not in a_t:  # one Aᵀ per weight, shared by its uses
         a_t[u.weight] = emit(ops.transpose, a, name="A_t", perm=(1, 0))
@@ -211,7 +214,7 @@ def _insert(b: GraphBuilder, u: _Use, a: Value, bb: Value, a_t: dict[str, Value]
     s = emit(ops.constant, name="scale", value=np.asarray(scale, y.dtype.numpy))
     delta = emit(ops.mul, up, s, name="scaled")
     add = Node(ops.add, (y_base, delta), (y,), ops.add.check_attrs({}),
-               b.unique_name(f"{pre}/add", "node"), node.source)
+               b.unique_name(f"{pre}/add", "node"), node.source, node.scope, ORIGIN)
     b.emit(add)
     return add.name
 

@@ -5,6 +5,12 @@ of pass names or callables. Levels: O0 runs nothing; O1 cleans up (folding, simp
 CSE, DCE); O2 adds the pattern fusions (GELU, LayerNorm, attention, batch-norm folding, linear,
 conv); O3 adds elementwise-chain fusion and memory-planning hints.
 
+Inference graphs also get ``fold_params`` (layout ops on parameters stored as new weights, see
+:mod:`~lbdl_graph.passes.fold_parameters`), first in the pipeline: with ``inference=True`` it is
+prepended to any level or list (O0 included), and by default (``inference=None``) to the levels
+O1-O3 when the graph says it is an inference graph (traced in evaluation mode:
+``metadata["training"]`` is False). Training graphs and compiled training steps never get it.
+
 After each pass the verifier runs (``verify=True``) and, with ``check_translation``, both
 graphs run on the same random inputs and must agree; a failure is a :class:`PassError`
 (:class:`TranslationError`) naming the pass. The result carries a :class:`PipelineReport`: per
@@ -33,6 +39,7 @@ from .eliminate_common_subexpressions import eliminate_common_subexpressions
 from .eliminate_dead_code import eliminate_dead_code
 from .fold_batch_norm import fold_batch_norm
 from .fold_constants import fold_constants
+from .fold_parameters import fold_params, is_training_graph
 from .fuse_attention import fuse_attention
 from .fuse_conv import fuse_conv
 from .fuse_elementwise import fuse_elementwise
@@ -52,6 +59,7 @@ __all__ = [
     "PipelineReport",
     "PipelineResult",
     "TranslationError",
+    "is_inference_graph",
     "random_inputs",
     "resolve_passes",
     "run_passes",
@@ -63,6 +71,7 @@ Executor = Callable[[Graph, Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 
 PASSES: dict[str, Pass] = {
     "fold_constants": fold_constants,
+    "fold_params": fold_params,
     "simplify": simplify,
     "simplify_shapes": simplify_shapes,
     "eliminate_common_subexpressions": eliminate_common_subexpressions,
@@ -178,10 +187,21 @@ def _name(p: Pass) -> str:
     return getattr(p, "__name__", type(p).__name__)
 
 
-def resolve_passes(passes: str | Sequence[str | Pass]) -> list[tuple[str, Pass]]:
-    """Turn a level ('O2'), a pass name or a list of names and callables into (name, pass)."""
+def is_inference_graph(graph: Graph) -> bool:
+    """True for a graph traced in evaluation mode (``metadata["training"]`` is False)."""
+    return graph.metadata.get("training") is False and not is_training_graph(graph)
+
+
+def resolve_passes(passes: str | Sequence[str | Pass], *,
+                   inference: bool = False) -> list[tuple[str, Pass]]:
+    """Turn a level ('O2'), a pass name or a list of names and callables into (name, pass).
+
+    ``inference`` puts ``fold_params`` first unless the list already has it.
+    """
     if isinstance(passes, str):
         passes = PIPELINES.get(passes, (passes,))
+    if inference and "fold_params" not in passes and fold_params not in passes:
+        passes = ("fold_params", *passes)
     out: list[tuple[str, Pass]] = []
     for p in passes:
         if callable(p):
@@ -241,8 +261,12 @@ def _compare(name: str, before: Mapping[str, np.ndarray], after: Mapping[str, np
 def run_passes(graph: Graph, passes: str | Sequence[str | Pass] = "O2", *, verify: bool = True,
                check_translation: bool | Executor = False,
                inputs: Mapping[str, np.ndarray] | None = None, executor: Executor | None = None,
-               rtol: float = 1e-4, atol: float = 1e-5) -> PipelineResult:
+               rtol: float = 1e-4, atol: float = 1e-5,
+               inference: bool | None = None) -> PipelineResult:
     """Run a pipeline (a level name or a list of passes) and report on each pass.
+
+    ``inference`` adds ``fold_params`` (see the module docstring): True for any pipeline,
+    False never, None for the levels O1-O3 on a graph traced in evaluation mode.
 
     ``verify`` runs the verifier on the input and after every pass. ``check_translation``
     runs ``executor`` (or ``check_translation`` itself when it is one) on ``inputs``
@@ -250,7 +274,10 @@ def run_passes(graph: Graph, passes: str | Sequence[str | Pass] = "O2", *, verif
     raises :class:`TranslationError` naming the pass when the outputs differ beyond
     ``rtol``/``atol``.
     """
-    steps = resolve_passes(passes)
+    if inference is None:
+        inference = isinstance(passes, str) and passes in PIPELINES and passes != "O0" and \
+            is_inference_graph(graph)
+    steps = resolve_passes(passes, inference=inference)
     if callable(check_translation):
         executor, check_translation = check_translation, True
     if check_translation and executor is None:

@@ -210,7 +210,8 @@ def _rewrite(an: _Analysis, keep: list[Value], drop: list[Value],
             outs = tuple(Value(b.unique_name(REMAT_PREFIX + o.name), o.type)
                          for o in node.outputs)
             clone = Node(node.op, ins, outs, node.attrs,
-                         b.unique_name(REMAT_PREFIX + node.name, "node"), node.source)
+                         b.unique_name(REMAT_PREFIX + node.name, "node"), node.source,
+                         node.scope, "remat")
             clone_of.update(zip(node.outputs, outs, strict=True))
             clones.append(b.emit(clone))
 

@@ -25,7 +25,9 @@ The engine sweeps the nodes in order, trying the rules rooted at each, and repea
 fires nothing. Untouched nodes stay the same objects. A replaced node's outputs keep their
 Value objects (and so their names) whenever the replacement creates a new node for them; a
 graph output replaced by an existing value gets an identity node carrying its name. Nodes and
-parameters a rewrite leaves unused are dropped; dead code that was already there is not.
+parameters a rewrite leaves unused are dropped; dead code that was already there is not. The
+nodes a rule builds get the common scope of the nodes it matched (``Node.scope``) and the origin
+``"<rule set>:<rule>"``.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ import numpy as np
 from lbdl_graph import ops
 from lbdl_graph.builder import GraphBuilder, current_builder
 from lbdl_graph.errors import GraphError, LbdlError, OpError
-from lbdl_graph.graph import Graph, Node, Param, Value
+from lbdl_graph.graph import Graph, Node, Param, Value, common_scope
 from lbdl_graph.opdef import OPS, OpDef, Trait
 from lbdl_graph.source import source_override
 from lbdl_graph.types import TensorType
@@ -204,8 +206,9 @@ Edge = tuple[Node, Node, int]  # (producer, consumer, input slot)
 class _Sweep:
     """One pass over the nodes: the graph under construction and the state matching reads."""
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, name: str = "rules") -> None:
         self.graph = graph
+        self.name = name  # the rule set's name: the first half of the nodes' origin
         self.builder = GraphBuilder.from_graph(graph, copy_nodes=False)
         self.producer: dict[Value, Node] = {}
         self.subst: dict[Value, Value] = {}
@@ -316,11 +319,13 @@ class _Sweep:
             if not rule.shared and not self.exclusive(edges):
                 continue
             mark = len(b.nodes)
-            scope = root.name.rpartition("/")[0]
+            prefix = root.name.rpartition("/")[0]  # names stay next to the root's
+            scope = common_scope([root.scope, *(n.scope for n, _, _ in edges)])
             kwargs = {k: v for k, v in env.items() if isinstance(k, str)}
             token = _ACTIVE.set(self)
             try:
-                with b, b.scope(scope), source_override(root.source):
+                with b, b.scope(prefix), b.provenance(scope, f"{self.name}:{rule.name}"), \
+                        source_override(root.source):
                     result = rule.replace(**kwargs)
             except BaseException:
                 del b.nodes[mark:]
@@ -330,11 +335,11 @@ class _Sweep:
             if result is None:
                 del b.nodes[mark:]
                 continue
-            self._commit(rule, root, result, mark)
+            self._commit(rule, root, result, mark, scope)
             return True
         return False
 
-    def _commit(self, rule: Rule, root: Node, result: Any, mark: int) -> None:
+    def _commit(self, rule: Rule, root: Node, result: Any, mark: int, scope: str) -> None:
         b = self.builder
         results = tuple(result) if isinstance(result, tuple | list) else (result,)
         if len(results) != len(root.outputs):
@@ -356,7 +361,8 @@ class _Sweep:
                 rename[new] = old  # the new node takes over the old Value (and its name)
             elif old in self.outputs:
                 name = b.unique_name(f"{root.name}/identity", "node")
-                extra.append(Node(ops.identity, (new,), (old,), {}, name, root.source))
+                extra.append(Node(ops.identity, (new,), (old,), {}, name, root.source, scope,
+                                  f"{self.name}:{rule.name}"))
             else:
                 self.subst[old] = new
                 self.uses[new] += self.uses[old]
@@ -473,7 +479,7 @@ def rewrite_to_fixpoint(graph: Graph, rules: RuleSet | Sequence[Rule], *,
     stats: Counter[str] = Counter()
     current = graph
     for _ in range(max_sweeps):
-        sweep = _Sweep(current)
+        sweep = _Sweep(current, ruleset.name)
         fired = 0
         for node in current.nodes:
             node = sweep.remap(node)

@@ -1,5 +1,10 @@
 """Algebraic simplification: neutral elements, double negation, transpose/reshape/cast chains
-and identities that name nothing.
+and identities.
+
+An identity that names a graph output (tracing adds one for every named output) is removed by
+letting the node that computes its input write the output directly, when that input is a node
+output that is not itself a graph output; the value then carries the output's name. An identity
+that copies a graph input, a parameter or another output stays: one value has one name.
 
 Each rule keeps the type of the value it replaces, so ``x * 1`` is only rewritten when the
 constant does not broadcast ``x`` to a bigger shape or another dtype. ``x + 0 -> x`` turns
@@ -7,6 +12,8 @@ constant does not broadcast ``x`` to a bigger shape or another dtype. ``x + 0 ->
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from lbdl_graph import ops
 from lbdl_graph.dtypes import (
@@ -24,7 +31,7 @@ from lbdl_graph.shapes import normalize_axis, reshape_shape
 from .base import PassResult
 from .rewrite import P, Rule, RuleSet, is_graph_output, pat, rewrite_to_fixpoint
 
-__all__ = ["SIMPLIFY_RULES", "lossless_cast", "simplify"]
+__all__ = ["SIMPLIFY_RULES", "absorb_output_identities", "lossless_cast", "simplify"]
 
 _FLOAT_WIDENING = {
     float8_e4m3fn: {float16, bfloat16, float32, float64},
@@ -130,6 +137,40 @@ SIMPLIFY_RULES = RuleSet("simplify", [
 ])
 
 
+def absorb_output_identities(graph: Graph) -> tuple[Graph, int]:
+    """Remove ``%out = identity(%x)`` graph outputs whose ``%x`` a node computes and no output
+    names: the producer writes ``%out`` and every reader of ``%x`` reads ``%out``. Returns the
+    graph (the same object when nothing changed) and the number of identities removed."""
+    outputs = set(graph.outputs)
+    rename: dict[Value, Value] = {}
+    dropped: set[Node] = set()
+    for n in graph.nodes:
+        if n.op is not ops.identity or n.outputs[0] not in outputs:
+            continue
+        x = n.inputs[0]
+        if x is None or x in outputs or x in rename or graph.producer(x) is None:
+            continue
+        rename[x] = n.outputs[0]
+        dropped.add(n)
+    if not rename:
+        return graph, 0
+    nodes = []
+    for n in graph.nodes:
+        if n in dropped:
+            continue
+        ins = tuple(rename.get(v, v) if v is not None else None for v in n.inputs)
+        outs = tuple(rename.get(v, v) for v in n.outputs)
+        if ins != n.inputs or outs != n.outputs:
+            n = replace(n, inputs=ins, outputs=outs)
+        nodes.append(n)
+    return graph.replace(nodes=nodes), len(dropped)
+
+
 def simplify(graph: Graph) -> PassResult:
-    """Apply :data:`SIMPLIFY_RULES` to a fixpoint. Pure and idempotent."""
-    return rewrite_to_fixpoint(graph, SIMPLIFY_RULES)
+    """Apply :data:`SIMPLIFY_RULES` to a fixpoint, then :func:`absorb_output_identities`.
+    Pure and idempotent."""
+    r = rewrite_to_fixpoint(graph, SIMPLIFY_RULES)
+    g, absorbed = absorb_output_identities(r.graph)
+    if not absorbed:
+        return r
+    return PassResult(g, True, {**r.stats, "output_identity": absorbed})

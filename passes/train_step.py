@@ -9,7 +9,9 @@ Every piece of mutable state is an input ``s`` with a matching output ``s:next``
 ``graph.metadata["state"]``; a runner feeds the outputs of one step as the inputs of the next
 (on ONNX Runtime they stay on the device). Batch-norm running statistics come from the trace's
 ``metadata["state_updates"]``; the dropout key is built from a fixed seed and the step counter,
-so random masks are a pure function of (seed, step, element index).
+so random masks are a pure function of (seed, step, element index). Update nodes have the scope
+``optim/<parameter>`` and the origin ``optim:<optimizer>`` (``optim:adam``); the key nodes the
+scope ``rng``.
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ def make_train_step(
     if rng:
         # dropout key = (seed, step): masks are a pure function of seed, step and element index
         old = g.input(rng)
-        with b, b.scope("rng"):
+        with b, b.scope("rng"), b.provenance("rng", "train_step:rng"):
             key = ops.concat(ops.constant(value=np.array([seed], np.int64)),
                              ops.reshape(step, shape=(1,)), axis=0)
         b.inputs.remove(old)
@@ -107,22 +109,25 @@ def make_train_step(
     else:
         for n in g.nodes:
             b.emit(n)
-    with b, b.scope("optimizer"):
+    opt = f"optim:{type(optimizer).__name__.lower()}"
+    with b, b.scope("optimizer"), b.provenance("optim", opt):
         values = {v.name: v for v in g.outputs}
         grads = {p: values[f"grad:{p}"] for p in trainable}
         outputs: dict[str, Value] = {loss: values[loss]}
         outputs.update((m, values[m]) for m in metrics)
         if clip_grad_norm is not None:
-            grads, norm = clip_by_global_norm(grads, clip_grad_norm)
+            with b.provenance(origin="optim:clip_grad_norm"):
+                grads, norm = clip_by_global_norm(grads, clip_grad_norm)
             outputs["grad_norm"] = norm
-        lr = as_schedule(optimizer.lr)(step)
+        with b.provenance(origin="optim:schedule"):
+            lr = as_schedule(optimizer.lr)(step)
         outputs["lr"] = lr
         inputs = {v.name: v for v in b.inputs}
         state_names: list[str] = []
         for p in trainable:
             slots = {s: b.input(f"opt.{s}/{p}", inputs[p].type.dtype, inputs[p].type.shape)
                      for s in optimizer.slots()}
-            with b.scope(p):
+            with b.scope(p), b.provenance(f"optim/{p}"):
                 new_p, new_slots = optimizer.update(inputs[p], grads[p], slots, step, lr)
             outputs[f"{p}:next"] = new_p
             for s, v in new_slots.items():
@@ -130,7 +135,8 @@ def make_train_step(
                 state_names.append(f"opt.{s}/{p}")
         for buf, out in updates.items():
             outputs[f"{buf}:next"] = values[out]
-        outputs[f"{STEP}:next"] = ops.add(step, ops.constant(value=np.int64(1)))
+        with b.provenance(origin="optim:step"):
+            outputs[f"{STEP}:next"] = ops.add(step, ops.constant(value=np.int64(1)))
     state = [*trainable, *updates, *state_names, STEP]
     step_graph = b.build(outputs, name=f"{graph.name}_train_step", prune=True)
     init = dict(initial)

@@ -80,3 +80,28 @@ def test_parse_with_param_data() -> None:
 def test_parse_errors(text: str, match: str) -> None:
     with pytest.raises(ParseError, match=match):
         parse_graph(text)
+
+
+def test_show_scopes_prints_and_parses_scope_and_origin() -> None:
+    with GraphBuilder("g") as b:
+        x = b.input("x", "f32", (3,))
+        with b.scope("h.0.attn"):
+            y = ops.relu(x)
+        with b.scope("my block"), b.provenance(origin="fuse_x:rule"):
+            z = ops.neg(y)
+        g = b.build([z])
+    plain = print_graph(g)
+    assert "scope=" not in plain and "#" not in plain  # the default output is unchanged
+    text = print_graph(g, show_scopes=True, show_names=True, show_source=True)
+    assert "# h.0.attn/relu @ " in text and text.count("scope=h.0.attn\n") == 1
+    assert "scope='my block' origin=fuse_x:rule" in text
+    back = parse_graph(text)
+    assert [(n.name, n.scope, n.origin) for n in back.nodes] == [
+        ("h.0.attn/relu", "h.0.attn", ""), ("my block/neg", "my block", "fuse_x:rule")]
+    assert [n.source.line if n.source else None for n in back.nodes] == \
+        [n.source.line if n.source else None for n in g.nodes]
+    assert print_graph(back) == plain
+    only = parse_graph(print_graph(g, show_scopes=True))
+    assert [(n.scope, n.origin) for n in only.nodes] == [("h.0.attn", ""),
+                                                         ("my block", "fuse_x:rule")]
+    assert [n.name for n in only.nodes] == ["relu", "neg"]

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from lbdl_graph import ops
+from lbdl_graph import ops, shapes
 from lbdl_graph.analysis import last_uses
 from lbdl_graph.builder import GraphBuilder
 from lbdl_graph.errors import (
@@ -29,7 +29,7 @@ from lbdl_graph.errors import (
     ResourceError,
 )
 from lbdl_graph.graph import Graph, Node, Value
-from lbdl_graph.limits import check_static_sizes
+from lbdl_graph.limits import check_alloc, check_static_sizes, max_alloc_bytes
 from lbdl_graph.passes.plan_memory import MemoryReport, memory_report
 from lbdl_graph.verify import verify
 
@@ -141,6 +141,7 @@ class Interpreter:
                 step.inplace = make_inplace(node, step.fn, step.ins, picks[i])
             self._steps.append(step)
         self._params_env = [(s, p.data) for p, s in self._param_slots]
+        self._sizes_ok: set[tuple[object, ...]] = set()
 
     def _kernel_for(self, node: Node) -> Callable[..., Any]:
         op = node.op
@@ -184,6 +185,27 @@ class Interpreter:
                                          f"{n} in input '{v.name}' (shape {list(arr.shape)})")
                     dims.setdefault(d, (n, v.name))
             env[s] = arr
+        if dims:
+            self._check_sizes({d: n for d, (n, _) in dims.items()})
+
+    def _check_sizes(self, dims: Mapping[str, int]) -> None:
+        """Refuse a run whose symbolic value shapes, at these dims, exceed the allocation limit
+        (before any kernel allocates; checked once per set of dims)."""
+        key = (max_alloc_bytes(), *sorted(dims.items()))
+        if key in self._sizes_ok:
+            return
+        for node in self.graph.nodes:
+            for v in node.outputs:
+                if all(isinstance(d, int) for d in v.shape):
+                    continue  # checked when the interpreter was built
+                try:
+                    shape = [shapes.eval_dim(d, dims) for d in v.shape]
+                except LbdlError:
+                    continue  # a data-dependent dim: the kernel's own checks apply
+                check_alloc(shape, v.type.dtype.itemsize, f"value %{v.name} at {dict(dims)}",
+                            node=node.name, op=node.op.name)
+        if len(self._sizes_ok) < 64:
+            self._sizes_ok.add(key)
 
     def run(self, inputs: Mapping[str, Any] | None = None,
             params: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:

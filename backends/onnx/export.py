@@ -2,8 +2,11 @@
 
 :func:`to_onnx` lowers every node through :data:`~lbdl_graph.backends.onnx.lowering.LOWERINGS`.
 ONNX node names are the IR node names (helper nodes get ``<ir name>/<OpType>``), each node's
-``doc_string`` is the user's source line (a relative path) and its ``metadata_props`` name the IR
-node and op, so errors raised by ONNX Runtime can be mapped back to the user's code.
+``doc_string`` is the user's source line (package- or project-relative, never a machine path)
+and its ``metadata_props`` name the IR node and op, so errors raised by ONNX Runtime can be mapped
+back to the user's code, and carry the node's scope and origin (``lbdl.scope``, ``lbdl.origin``,
+when set; node metadata needs IR 10, which every export writes) so that importing the file gives
+them back. ``save_onnx(..., provenance=False)`` moves all of that to a sidecar file.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from lbdl_graph.graph import Graph, Node, Value
 from lbdl_graph.verify import verify
 
 from .lowering import LoweringContext, onnx_dtype
+from .provenance import strip_provenance, write_sidecar
 
 __all__ = ["DEFAULT_OPSET", "MAX_IR_VERSION", "OPSETS", "Exported", "export_graph",
            "load_onnx_model", "save_onnx", "to_onnx"]
@@ -109,7 +113,8 @@ def _fold_transposes(graph: Graph) -> Graph:
     sub: dict[Value, Value] = {}  # replaced transpose output -> its replacement
 
     def emit(op: Any, inputs: list[Value], like: Node, **attrs: Any) -> Value:
-        (v,) = b.add_node(op, inputs, attrs, name=like.name, source=like.source)
+        (v,) = b.add_node(op, inputs, attrs, name=like.name, source=like.source,
+                          scope=like.scope, origin="onnx_export:fold_transposes")
         made[v] = b.nodes[-1]
         created.add(id(b.nodes[-1]))
         return v
@@ -311,16 +316,21 @@ def _weight_bytes(model: ModelProto) -> int:
 
 
 def save_onnx(graph_or_model: Graph | ModelProto, path: str | os.PathLike[str], *,
-              external_data: bool | None = None, **export_options: Any) -> Path:
+              external_data: bool | None = None, provenance: bool = True,
+              **export_options: Any) -> Path:
     """Write a model (a Graph is exported first with ``export_options``) atomically.
 
     With ``external_data`` (default: when the weights exceed 100 MB) every tensor above 1 KiB
     goes into ONE file ``<name>.data`` beside the model, in the model's directory. Both files are
     written to a temporary directory there and renamed into place, model last, so an error never
-    leaves a half-written model. Returns the model path.
+    leaves a half-written model. ``provenance=False`` leaves source lines and IR node names out of
+    the model and writes them to ``<stem>.provenance.json`` beside it. Returns the model path.
     """
     model = graph_or_model if isinstance(graph_or_model, ModelProto) else to_onnx(
         graph_or_model, **export_options)
+    table = None
+    if not provenance:
+        model, table = strip_provenance(model)
     path = Path(path)
     if path.is_dir():
         raise OnnxError(f"cannot save ONNX model: {path} is a directory")
@@ -349,6 +359,8 @@ def save_onnx(graph_or_model: Graph | ModelProto, path: str | os.PathLike[str], 
             os.fsync(f.fileno())
         if external and os.path.exists(os.path.join(tmp, location)):
             os.replace(os.path.join(tmp, location), parent / location)
+        if table is not None:
+            write_sidecar(path, table)
         os.replace(os.path.join(tmp, path.name), path)
     except OSError as e:
         raise OnnxError(f"cannot save ONNX model to {path}: {e.strerror or e}") from None

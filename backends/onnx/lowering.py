@@ -240,13 +240,17 @@ class LoweringContext:
         return self._fresh(base, self._node_names, self._ir_nodes)
 
     def add_node(self, proto: NodeProto, origin: Node) -> None:
-        """Append a node made for IR node ``origin`` (its source becomes the doc_string)."""
+        """Append a node made for IR node ``origin``: its source becomes the doc_string, its
+        name, op, scope and origin (the last two when set) the ``lbdl.*`` metadata_props."""
         if origin.source is not None:
-            proto.doc_string = str(origin.source.relative())
+            proto.doc_string = str(origin.source)
         proto.metadata_props.extend([
             StringStringEntryProto(key="lbdl.node", value=origin.name),
             StringStringEntryProto(key="lbdl.op", value=origin.op.name),
         ])
+        proto.metadata_props.extend(
+            StringStringEntryProto(key=f"lbdl.{k}", value=v)
+            for k, v in (("scope", origin.scope), ("origin", origin.origin)) if v)
         self.nodes.append(proto)
         self.node_map[proto.name] = origin
 

@@ -31,6 +31,7 @@ from lbdl_graph.shapes import Dim
 from lbdl_graph.source import SourceLoc
 
 from .export import DEFAULT_OPSET, export_graph, load_onnx_model
+from .provenance import load_sidecar
 
 __all__ = [
     "HOST_TYPES",
@@ -357,6 +358,11 @@ class OrtRunner:
             self.model = load_onnx_model(path, load_external_data=False)
             self.name = self.model.graph.name
             self.nodes = node_infos(self.model)
+            side = load_sidecar(path)
+            if side is not None:  # a model saved with provenance=False
+                self.nodes.update({k: NodeInfo(v.get("node", k), v.get("op", "?"),
+                                               _parse_source(v.get("source", "")))
+                                   for k, v in side.items()})
             source = str(path)
         self.specs = input_specs(self.model)
         inits = {t.name for t in self.model.graph.initializer}

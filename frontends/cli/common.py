@@ -257,14 +257,18 @@ def numpy_eval(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.nd
     return dict(run(graph, feeds, training=False))
 
 
-def optimize(graph: Graph, level: str, *, check: bool = False
+def optimize(graph: Graph, level: str, *, check: bool = False, inference: bool = False
              ) -> tuple[Graph, Any, dict[str, str]]:
     """Run ``level`` (O0-O3 or comma-separated pass names) one pass at a time; returns the
-    optimised graph, the :class:`PipelineReport` and which pass made each new node."""
+    optimised graph, the :class:`PipelineReport` and which pass made each new node.
+
+    ``inference`` (the graph is run, drawn or exported for inference) runs ``fold_params``
+    first at every level, O0 included, so no parameter is transposed or reshaped at run time.
+    """
     from lbdl_graph.passes.manager import PipelineReport, resolve_passes, run_passes
 
     names = [p.strip() for p in level.split(",") if p.strip()] if "," in level else level
-    steps = resolve_passes(names)
+    steps = resolve_passes(names, inference=inference)
     executor: Callable[..., Any] | bool = numpy_eval if check else False
     reports = []
     rules: dict[str, str] = {}

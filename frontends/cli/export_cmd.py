@@ -1,9 +1,11 @@
 """``lbdl-graph export ZOO_MODEL -o model.onnx``: trace a zoo model and write it as ONNX.
 
-``--level`` optimises the graph first; ``--train`` exports the compiled training step instead
-(forward, loss, backward and Adam update in one graph): its state (parameters, optimizer moments,
-step counter) are graph inputs whose initial values are stored as overridable initializers, and
-each ``NAME:next`` output is the value to feed back as ``NAME`` on the next step.
+``--level`` optimises the graph first (the inference export always folds layout ops on
+parameters into stored weights, ``fold_params``, so no initializer is transposed at run time);
+``--train`` exports the compiled training step instead (forward, loss, backward and Adam update
+in one graph): its state (parameters, optimizer moments, step counter) are graph inputs whose
+initial values are stored as overridable initializers, and each ``NAME:next`` output is the
+value to feed back as ``NAME`` on the next step.
 """
 
 from __future__ import annotations
@@ -109,10 +111,10 @@ def _run(args: argparse.Namespace) -> int:
         from lbdl_graph.frontends import manual_seed
 
         manual_seed(args.seed)
-        graph, report, _ = optimize(entry.trace(), args.level)
+        graph, report, _ = optimize(entry.trace(), args.level, inference=True)
         model = to_onnx(graph, opset=args.opset, training=False)
         what = "inference graph"
-    save_onnx(model, out)
+    save_onnx(model, out, provenance=not args.strip_provenance)
     if report.passes:
         print(report)
     ins = ", ".join(f"{v.name}: {v.type}" for v in graph.inputs[:4])
@@ -124,6 +126,10 @@ def _run(args: argparse.Namespace) -> int:
     print(f"  inputs:  {ins}{more}")
     print(f"  outputs: {outs}{more_out}")
     print(f"wrote {out} ({out.stat().st_size:,} bytes)")
+    if args.strip_provenance:
+        from lbdl_graph.backends.onnx.provenance import sidecar_path
+
+        print(f"wrote {sidecar_path(out)} (provenance kept out of the model)")
     return 0
 
 
@@ -143,6 +149,9 @@ def register(sub: Any) -> None:
     p.add_argument("--train", action="store_true",
                    help="export the compiled training step (loss, gradients, Adam update)")
     p.add_argument("--seed", type=int, default=0, help="initialisation seed")
+    p.add_argument("--strip-provenance", action="store_true",
+                   help="leave source lines and IR names out of the model; keep them in "
+                        "OUT.provenance.json beside it for error messages")
     g = p.add_argument_group("generation bundles")
     g.add_argument("--generation", action="store_true",
                    help="write a generation bundle into the directory -o: prefill.onnx, "

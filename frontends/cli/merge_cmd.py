@@ -41,15 +41,21 @@ def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
 
 
 def load_params(spec: str) -> tuple[dict[str, np.ndarray], Any]:
-    """(parameters by name, the imported graph or None) of an .onnx or .safetensors file."""
+    """(parameters by name, the imported graph or None) of an .onnx or .safetensors file.
+
+    The weights an inference export stores transposed (``w.T``, see ``fold_params``) are read
+    back as the model's parameters (``w``), so exports merge with training checkpoints.
+    """
     path = Path(spec)
     if not path.is_file():
         raise CliError(f"cannot read {path}: no such file")
     if path.suffix == ".onnx":
         from lbdl_graph.frontends.onnx import import_onnx
+        from lbdl_graph.passes.fold_parameters import unfold_arrays
 
         graph = import_onnx(path)
-        return dict(graph.param_arrays()), graph
+        state, _ = unfold_arrays(graph.param_arrays(), graph.metadata.get("folded_params", {}))
+        return state, graph
     if path.suffix == ".safetensors":
         return _load_safetensors(path), None
     raise UsageError(f"{spec}: expected an .onnx or .safetensors file")
@@ -100,7 +106,11 @@ def _run(args: argparse.Namespace) -> int:
                    for k, v in base.items() if np.asarray(v).dtype.kind == "f"})
     print(f"  merged - base: norm {delta:.4g}")
     if base_graph is not None and out.suffix == ".onnx":
-        save_onnx(base_graph.with_params(merged), out, training=False)
+        from lbdl_graph.passes.fold_parameters import refold_arrays, unfold_arrays
+
+        _, folds = unfold_arrays(base_graph.param_arrays(),
+                                 base_graph.metadata.get("folded_params", {}))
+        save_onnx(base_graph.with_params(refold_arrays(merged, folds)), out, training=False)
     else:
         save_checkpoint(out, merged, {"merged": method, "base": base_spec, "models": ft_specs})
     print(f"wrote {out} ({out.stat().st_size:,} bytes)")

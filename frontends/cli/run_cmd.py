@@ -69,8 +69,9 @@ def run_model(path: Path, backend: str, given: Mapping[str, np.ndarray], dims: M
         return runner.run(feeds), feeds, f"onnxruntime ({runner.providers[0]})"
     from lbdl_graph.backends.numpy import Interpreter
     from lbdl_graph.frontends.onnx import import_onnx
+    from lbdl_graph.passes.fold_parameters import fold_params
 
-    graph = import_onnx(path)
+    graph = fold_params(import_onnx(path)).graph  # weights stored in the layout they are read
     feeds = random_feeds(_specs_numpy(graph), dims, seed, given)
     return dict(Interpreter(graph, training=False).run(feeds)), feeds, "numpy"
 

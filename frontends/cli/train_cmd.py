@@ -173,7 +173,7 @@ def _optimise_and_draw(out: Path, graph: Graph, logits: np.ndarray, x: np.ndarra
     from lbdl_graph.backends.onnx import save_onnx
     from lbdl_graph.frontends.inspect import diff_svg, diff_text, summary, to_svg
 
-    opt, report, rules = optimize(graph, "O2", check=True)
+    opt, report, rules = optimize(graph, "O2", check=True, inference=True)
     files = [(out / "model_O2.onnx", "O2-optimised model"), (out / "graph_O2.svg", "the O2 graph"),
              (out / "graph_O2_diff.svg", "before/after O2"),
              (out / "summary.txt", "layer summary, O2 pass report and diff")]
@@ -188,6 +188,25 @@ def _optimise_and_draw(out: Path, graph: Graph, logits: np.ndarray, x: np.ndarra
                         f"test accuracy: {acc * 100:.2f}%\n"])
     atomic_write(files[3][0], text)
     return files
+
+
+def _write_explorer(out: Path, model: Any, graph: Graph, sample: np.ndarray
+                    ) -> list[tuple[Path, str]]:
+    """Model Explorer files of the trained model: every O2 stage, the O0 -> O2 diff, the
+    training step and the ONNX Runtime graph, in ``out/explorer/``; returns the graph file."""
+    from lbdl_graph.frontends.inspect import explore
+    from lbdl_graph.frontends.trace import InputSpec
+    from lbdl_graph.frontends.training.trainer import trace_loss
+    from lbdl_graph.passes.optim import Adam
+    from lbdl_graph.passes.train_step import make_train_step
+
+    x = InputSpec(("N", *sample.shape[1:]), "float32", "x")
+    fwd = trace_loss(model, {"x": x}, InputSpec(("N",), "int64", "y"), "cross_entropy", {},
+                     training=True)
+    step = make_train_step(fwd, Adam())
+    files = explore(graph, level="O2", compare="O0", train=step, out=out / "explorer")
+    assert isinstance(files, list)
+    return [(files[0], f"Model Explorer graphs (+{len(files) - 1} overlays in explorer/)")]
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -232,12 +251,15 @@ def _run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     files += _optimise_and_draw(out, graph, logits, xte, acc)
+    files += _write_explorer(out, model, graph, xtr)
     t_opt = time.perf_counter() - t0
     print(f"times: train {t_train:.1f} s, evaluate {t_eval:.1f} s, export+check {t_export:.1f} s"
           f", optimise+draw {t_opt:.1f} s, total {time.perf_counter() - t_start:.1f} s")
     print(f"files in {out}/:")
     for path, what in files:
         print(f"  {path.name:<24}{_fmt_bytes(path.stat().st_size):>10}  {what}")
+    print(f"interactive view of every stage: lbdl-graph explore {out / 'model.onnx'} "
+          "--compare O0")
     if not agree:
         raise CliError("ONNX Runtime and NumPy disagree on the test set (see above)")
     return 0
@@ -247,7 +269,8 @@ def register(sub: Any) -> None:
     """Add the ``train`` verb."""
     p = sub.add_parser("train", help="train a zoo model on its default data set (lenet: digits)",
                        description="Train a model, report held-out accuracy, export it to ONNX, "
-                                   "check ONNX Runtime against NumPy and draw the O2 graph.")
+                                   "check ONNX Runtime against NumPy, draw the O2 graph and write "
+                                   "its Model Explorer files.")
     p.add_argument("model", nargs="?", default="lenet",
                    help=f"model to train (default lenet); one of {', '.join(RECIPES)}")
     p.add_argument("--epochs", type=int, default=None,

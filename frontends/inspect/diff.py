@@ -1,4 +1,5 @@
-"""What an optimisation changed: node matching, a text listing and a before/after picture.
+"""What an optimisation changed: node matching and a text listing (the picture is in
+:mod:`.diff_picture`).
 
 Nodes are matched by identity first (passes share the node objects they keep), then by name,
 then structurally (a re-emitted node under a new name: same op and attributes on inputs that
@@ -23,9 +24,8 @@ import numpy as np
 from lbdl_graph.graph import Graph, Node, Value
 
 from .common import fmt_types, shorten
-from .svg import ParamMode, render_graph, svg_document
 
-__all__ = ["GraphDiff", "diff_svg", "diff_text", "graph_diff"]
+__all__ = ["GraphDiff", "diff_text", "graph_diff"]
 
 
 @dataclass(frozen=True)
@@ -339,60 +339,3 @@ def _with_context(lines: list[str], context: int) -> list[str]:
         elif not out or out[-1] != "  ...":
             out.append("  ...")
     return out
-
-
-def diff_svg(before: Graph, after: Graph, *, rule_names: Mapping[str, str] | None = None,
-             cluster: bool = True, params: ParamMode | bool = "inline") -> str:
-    """Both graphs side by side: removed nodes red (left), added green, fused purple listing
-    the nodes they replaced and their rule, changed yellow (right). Element ids are prefixed
-    ``before:`` and ``after:``."""
-    d = graph_diff(before, after, rule_names)
-    gone = d.replaced_by()
-    lcls: dict[str, str] = {}
-    ltips: dict[str, str] = {}
-    for name in before.node_map:
-        st = d.status(name, side="before")
-        if st != "kept":
-            lcls[f"node:{name}"] = st
-        if name in gone:
-            rule = f" by rule {d.rules[name]}" if name in d.rules else ""
-            ltips[f"node:{name}"] = f"{name}: {st}{rule}; replaced by {', '.join(gone[name])}"
-    rcls: dict[str, str] = {}
-    notes: dict[str, list[str]] = {}
-    for n in after.nodes:
-        st = d.status(n.name)
-        if st == "kept":
-            continue
-        eid = f"node:{n.name}"
-        rcls[eid] = st
-        olds = d.replaced.get(n.name, ())
-        lines = []
-        if olds:
-            label = "fuses" if st == "fused" else "replaces"
-            shown = [shorten(o, 40) for o in olds[:4]]
-            lines = [f"{label} {len(olds)}:", *shown]
-            if len(olds) > 4:
-                lines.append(f"... +{len(olds) - 4} more")
-        if n.name in d.rules:
-            lines.append(f"rule: {d.rules[n.name]}")
-        elif st == "changed":
-            lines.append(f"was {before.node_map[d.changed[n.name]].op.name}")
-        notes[eid] = lines
-    top = 26.0
-    left, lw, lh = render_graph(before, cluster=cluster, params=params, classes=lcls,
-                                tips=ltips, id_prefix="before:", dy=top)
-    right, rw, rh = render_graph(after, cluster=cluster, params=params, classes=rcls,
-                                 notes=notes, id_prefix="after:", dx=lw + 40, dy=top)
-    c = d.counts
-    heads = [f'<text class="title" x="20" y="18">before: {len(before.nodes)} nodes</text>',
-             f'<text class="title" x="{lw + 60:.0f}" y="18">after: {len(after.nodes)} nodes'
-             "</text>",
-             f'<line x1="{lw + 20:.0f}" y1="0" x2="{lw + 20:.0f}" y2="{max(lh, rh) + top:.0f}" '
-             'stroke="#cbd5e0" stroke-width="2"/>']
-    legend = [("removed", "removed"), ("added", "added"), ("fused", "fused"),
-              ("changed", "changed"), ("node", "kept")]
-    title = (f"{before.name} -> {after.name}: {c['removed']} removed, {c['added']} added, "
-             f"{c['fused']} fused, {c['changed']} changed")
-    width = max(lw + 40 + rw, lw + 60 + 9 * 16, 20 + 9 * len(title))
-    return svg_document(heads + left + right, width, max(lh, rh) + top, title=title,
-                        legend=legend)

@@ -20,6 +20,12 @@ extend it with :func:`register_macs`):
 
 Symbolic dims are resolved from ``bindings`` (``{"N": 1}``); unbound names count as 1. Sizes are
 in MB = 10^6 bytes; parameters by dtype width (4-bit types count half a byte per element).
+
+Memory counts activations only: the node outputs that depend on a graph input. A value computed
+from parameters and constants alone (a transposed weight, ``transpose(fc.weight)``) is the same
+on every run: ONNX Runtime folds it into an initializer when the session starts and
+``fold_params`` stores it as a parameter, so it is reported on its own line (derived from
+params), not as forward-pass memory.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from typing import Any, Literal
 
 from lbdl_graph.analysis import last_uses
 from lbdl_graph.graph import Graph, Node, Value
+from lbdl_graph.opdef import Trait
 
 from .common import (
     Bindings,
@@ -44,7 +51,8 @@ from .common import (
     type_bytes,
 )
 
-__all__ = ["MAC_RULES", "Summary", "SummaryRow", "node_macs", "register_macs", "summary"]
+__all__ = ["MAC_RULES", "Summary", "SummaryRow", "node_macs", "param_derived_values",
+           "register_macs", "summary"]
 
 MacRule = Callable[[Node, Bindings | None], int]
 MAC_RULES: dict[str, MacRule] = {}
@@ -185,6 +193,7 @@ class Summary:
     activation_bytes: int
     peak_activation_bytes: int
     bindings: Mapping[str, int] = field(default_factory=dict)
+    param_derived_bytes: int = 0
 
     @property
     def total_bytes(self) -> int:
@@ -221,6 +230,7 @@ class Summary:
                 "input_bytes": self.input_bytes,
                 "activation_bytes": self.activation_bytes,
                 "peak_activation_bytes": self.peak_activation_bytes,
+                "param_derived_bytes": self.param_derived_bytes,
                 "total_bytes": self.total_bytes,
             },
         }
@@ -257,6 +267,8 @@ class Summary:
             f"Forward pass size (MB): {self.activation_bytes / MB:.2f}",
             f"Peak live activations (MB): {self.peak_activation_bytes / MB:.2f}",
             f"Params size (MB): {self.param_bytes / MB:.2f}",
+            *([f"Derived from params (MB): {self.param_derived_bytes / MB:.2f} (computed "
+               "from weights alone, not activations)"] if self.param_derived_bytes else []),
             f"Estimated total size (MB): {self.total_bytes / MB:.2f}",
             "=" * total_width,
         ]
@@ -324,6 +336,7 @@ def summary(
                 params[owner[n]][1] += int(p.data.size) if p.trainable else 0
     rows = []
     outputs = set(graph.outputs)
+    static = param_derived_values(graph)
     for name, nodes in groups.items():
         rows.append(SummaryRow(
             name=name,
@@ -346,10 +359,24 @@ def summary(
         param_bytes=sum((int(p.data.size) * p.value.dtype.bits + 7) // 8 for p in graph.params),
         input_bytes=sum(type_bytes(v.type, resolved) for v in graph.inputs),
         activation_bytes=sum(type_bytes(v.type, resolved) for n in graph.nodes
-                             for v in n.outputs),
-        peak_activation_bytes=_peak_bytes(graph, resolved),
+                             for v in n.outputs if v not in static),
+        peak_activation_bytes=_peak_bytes(graph, resolved, static),
         bindings=resolved,
+        param_derived_bytes=sum(type_bytes(v.type, resolved) for v in static),
     )
+
+
+def param_derived_values(graph: Graph) -> set[Value]:
+    """Node outputs of static shape computed from parameters and constants only (no graph
+    input, no random op): the same on every run, so weights rather than activations."""
+    static = {p.value for p in graph.params}
+    out: set[Value] = set()
+    for n in graph.nodes:
+        if not n.op.has(Trait.STOCHASTIC) and all(v.type.is_static for v in n.outputs) and \
+                all(v in static for v in n.inputs if v is not None):
+            static.update(n.outputs)
+            out.update(n.outputs)
+    return out
 
 
 def _layer_output(graph: Graph, nodes: list[Node], name: str, owner: Mapping[Node, str],
@@ -360,11 +387,13 @@ def _layer_output(graph: Graph, nodes: list[Node], name: str, owner: Mapping[Nod
     return fmt_types(leaving or list(nodes[-1].outputs))
 
 
-def _peak_bytes(graph: Graph, bindings: Bindings) -> int:
-    """The largest total size of node outputs alive at once, running nodes in graph order."""
+def _peak_bytes(graph: Graph, bindings: Bindings, static: set[Value]) -> int:
+    """The largest total size of activations (node outputs not in ``static``) alive at once,
+    running nodes in graph order."""
     live = peak = 0
     for n, dead in zip(graph.nodes, last_uses(graph), strict=True):
-        live += sum(type_bytes(v.type, bindings) for v in n.outputs)
+        live += sum(type_bytes(v.type, bindings) for v in n.outputs if v not in static)
         peak = max(peak, live)
-        live -= sum(type_bytes(v.type, bindings) for v in dead if graph.producer(v) is not None)
+        live -= sum(type_bytes(v.type, bindings) for v in dead
+                    if graph.producer(v) is not None and v not in static)
     return peak

@@ -93,6 +93,7 @@ class NodeCtx:
         self.outs = list(proto.output)
         self.opset = imp.opset
         self.source = SourceLoc(imp.src.display, index + 1, f"{proto.op_type} '{self.name}'")
+        self.scope, self.origin = imp.provenance(proto)
 
     # ---- reading the node ----
     @property
@@ -235,7 +236,7 @@ class NodeCtx:
                          self.imp.fresh(f"{self.name}/{op.name}"))
         node_name = self.name if out is not None else f"{self.name}/{op.name}"
         outs = self.imp.b.add_node(op, list(inputs), attrs, name=node_name, source=self.source,
-                                   output_names=names)
+                                   output_names=names, scope=self.scope, origin=self.origin)
         return outs[0] if len(outs) == 1 and isinstance(op.outputs, int) else outs
 
     def constant(self, value: Any, dt: DType | str | None = None) -> Value:

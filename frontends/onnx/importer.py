@@ -5,7 +5,8 @@ Graph inputs keep their names and symbolic dims (``dim_param``); initializers be
 operands (Reshape's shape, Slice's starts, ...) become attributes. Nodes whose inputs are all
 known at import time (constants, integer initializers, shapes of static tensors) are folded
 with ``onnx.reference``, as ONNX exporters' constant folding would. Every unsupported op and
-feature of the model is collected and reported in one :class:`OnnxUnsupportedError`.
+feature of the model is collected and reported in one :class:`OnnxUnsupportedError`. Nodes get
+their module scope and origin from the exporter's metadata or node names (:mod:`.scopes`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from .loader import (
     parse_attributes,
     tensor_to_numpy,
 )
+from .scopes import node_origin, node_scope
 from .validate import check_outputs, validate_model
 
 __all__ = ["Importer", "import_onnx"]
@@ -89,6 +91,7 @@ class Importer:
         self.constant_inputs = dict(constant_inputs or {})
         self._expansions = 0
         self._counters: dict[str, int] = {}
+        self._inherited: dict[int, tuple[str, str]] = {}  # function-body node -> parent's tags
 
     # ---- names ----
     def fresh(self, base: str) -> str:
@@ -108,6 +111,12 @@ class Importer:
         self.used.add(onnx_name)
         return onnx_name
 
+    def provenance(self, proto: NodeProto) -> tuple[str, str]:
+        """The (scope, origin) of the IR nodes made for ``proto`` (a function body's nodes
+        inherit them from the node they expand)."""
+        got = self._inherited.get(id(proto))
+        return got if got is not None else (node_scope(proto), node_origin(proto))
+
     # ---- values ----
     def value(self, name: str) -> Value:
         """The Value of an ONNX tensor, materialising initializers and folded constants."""
@@ -122,8 +131,10 @@ class Importer:
         elif name in self.known:
             arr = self.known[name]
             numpy_dtype_of(arr, f"constant '{name}'")
+            prod = self.producer.get(name)
+            scope, origin = self.provenance(prod) if prod is not None else ("", "")
             v = self.b.add_node(ops.constant, [], {"value": arr}, name=f"const/{name}",
-                                output_names=[self.claim(name)])[0]
+                                output_names=[self.claim(name)], scope=scope, origin=origin)[0]
         elif name in self.symbolic:
             raise OnnxFeatureError(f"the shape value '{name}' = {self.symbolic[name].tolist()} "
                                    "depends on symbolic dims and is used as a tensor")
@@ -268,6 +279,10 @@ class Importer:
             except LbdlError as e:
                 raise self.src.error(f"node '{n.name}' ({proto.op_type}): {e.message}",
                                      node=n.name, op=proto.op_type, hint=e.hint) from None
+            except (ValueError, IndexError, TypeError, KeyError, ArithmeticError) as e:
+                # a handler met inputs its op's spec rules out (a rank, a missing operand)
+                raise n.error(f"malformed node: inputs ({self._types(proto)}) do not fit "
+                              f"{proto.op_type} ({type(e).__name__}: {e})") from None
         if bad_ops or features:
             raise self._unsupported(bad_ops, features, needs)
         outputs: dict[str, Value] = {}
@@ -278,10 +293,23 @@ class Importer:
                 features.append(("", "graph output", e.message))
         if features:
             raise self._unsupported(bad_ops, features, needs)
+        folded = _folded_params(self.model)
+        if folded:  # an lbdl-graph export: which initializers are stored layouts of which params
+            self.b.metadata["folded_params"] = folded
         try:
             return self.b.build(outputs, prune=True)
         except LbdlError as e:
             raise self.src.error(f"the imported graph is invalid: {e}") from None
+
+    def _types(self, proto: NodeProto) -> str:
+        """The types of a node's inputs as imported so far (``?`` where unknown)."""
+        out = []
+        for i in proto.input:
+            try:
+                out.append(str(self.value(i).type) if i else "_")
+            except LbdlError:
+                out.append("?")
+        return ", ".join(out)
 
     def expand(self, proto: NodeProto) -> list[NodeProto] | None:
         """The function body replacing a node the importer has no handler for (or None)."""
@@ -297,9 +325,11 @@ class Importer:
         if res is None:
             return None
         nodes, _ = res
+        tags = self.provenance(proto)
         for p in nodes:
             self.reserved.update(t for t in [*p.input, *p.output] if t)
             self.producer.update((o, p) for o in p.output if o)
+            self._inherited[id(p)] = tags
         return nodes
 
     def _bind(self, n: NodeCtx, res: Any) -> None:
@@ -328,6 +358,22 @@ class Importer:
                 if needs and not bad_ops else None)
         return OnnxUnsupportedError("\n".join(lines), ops=bad_ops, features=features,
                                     needs_constant=sorted(needs), hint=hint)
+
+
+def _folded_params(model: ModelProto) -> dict[str, str]:
+    """``metadata["folded_params"]`` of the graph an lbdl-graph export came from (or {})."""
+    import json
+
+    for prop in model.metadata_props:
+        if prop.key == "lbdl.metadata":
+            try:
+                meta = json.loads(prop.value)
+            except ValueError:
+                return {}
+            folded = meta.get("folded_params") if isinstance(meta, dict) else None
+            if isinstance(folded, dict):
+                return {str(k): str(v) for k, v in folded.items()}
+    return {}
 
 
 def import_onnx(model: ModelProto | str | os.PathLike[str] | bytes, *, name: str | None = None,

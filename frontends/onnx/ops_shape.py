@@ -256,6 +256,8 @@ def _range(n: NodeCtx) -> Value:
 @handles("EyeLike")
 def _eye_like(n: NodeCtx) -> Value:
     x = n.x(0)
+    if x.ndim != 2:
+        raise n.error(f"EyeLike takes a 2-D input, got {x.type}")
     rows, cols = n.static_shape(x, "EyeLike")
     dt = onnx_dtype(n.attr("dtype"), "EyeLike dtype") if "dtype" in n.attrs else x.dtype
     return n.constant(np.eye(rows, cols, n.attr("k", 0)).astype(dt.numpy), dt)
@@ -264,6 +266,8 @@ def _eye_like(n: NodeCtx) -> Value:
 @handles("Trilu")
 def _trilu(n: NodeCtx) -> Value:
     x = n.x(0)
+    if x.ndim < 2:
+        raise n.error(f"Trilu takes an input of rank >= 2, got {x.type}")
     rows, cols = x.shape[-2:]
     if not isinstance(rows, int) or not isinstance(cols, int):
         raise n.unsupported(f"Trilu needs static last two dims, got {x.type}")
@@ -297,6 +301,9 @@ def _one_hot(n: NodeCtx) -> Value:
 def _depth_space(n: NodeCtx) -> Value:
     x = n.x(0)
     b = int(n.attr("blocksize"))
+    if x.ndim != 4 or b < 1:
+        raise n.error(f"{n.op_type} takes a 4-D (N, C, H, W) input and blocksize >= 1, got "
+                      f"{x.type} and blocksize {b}")
     _, c, h, w = x.shape
     if not all(isinstance(d, int) for d in (c, h, w)):
         raise n.unsupported(f"{n.op_type} needs static C, H, W, got {x.type}")

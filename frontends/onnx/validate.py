@@ -158,9 +158,10 @@ def _graph(g: GraphProto, src: Source, opsets: dict[str, int]) -> None:
         if bad:
             raise src.error(f"{what}: negative dim {bad[0]} in its shape; dims are >= 0 "
                             "(use a dim_param for a dynamic size)")
+        # the static dims alone (each dynamic one taken as 1) bound every feed from below
         static = [int(d.dim_value) for d in dims if d.HasField("dim_value")]
-        if len(static) == len(dims):
-            check_alloc(static, _itemsize(tt.tensor_type.elem_type), f"{src.display}: {what}")
+        dynamic = "" if len(static) == len(dims) else " (at least; each dynamic dim counted as 1)"
+        check_alloc(static, _itemsize(tt.tensor_type.elem_type), f"{src.display}: {what}{dynamic}")
     for node in g.node:
         schema = _schema(node, opsets)
         for a in node.attribute:

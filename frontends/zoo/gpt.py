@@ -11,6 +11,7 @@ exactly 124,439,808 parameters. The sequence length ``T`` is symbolic (at most `
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 from lbdl_graph.errors import OpError
@@ -68,27 +69,28 @@ class GPT(Module):
         self.config = c = config or GPTConfig()
         if c.d_model % c.num_heads:
             raise OpError(f"GPTConfig: {c.num_heads} heads do not divide d_model={c.d_model}")
-        self.tok_emb = Embedding(c.vocab_size, c.d_model)
-        self.pos_emb = LearnedPositionalEncoding(c.context, c.d_model)
-        self.drop = Dropout(c.dropout)
-        self.layers = ModuleList(
-            TransformerBlock(c.d_model, c.num_heads, c.ff, c.dropout, c.activation,
-                             norm_first=True, causal=True, eps=c.eps)
-            for _ in range(c.num_layers))
-        self.ln_f = LayerNorm(c.d_model, eps=c.eps)
-        if c.head:
-            self.head = Linear(c.d_model, c.vocab_size, bias=False)
-            if c.tie_weights:
-                self.head.weight = self.tok_emb.weight
+        # With GPT-2's scheme every weight is redrawn below, so the layers' defaults are skipped.
+        with init.skip_random() if c.init_std is not None else nullcontext():
+            self.tok_emb = Embedding(c.vocab_size, c.d_model)
+            self.pos_emb = LearnedPositionalEncoding(c.context, c.d_model)
+            self.drop = Dropout(c.dropout)
+            self.layers = ModuleList(
+                TransformerBlock(c.d_model, c.num_heads, c.ff, c.dropout, c.activation,
+                                 norm_first=True, causal=True, eps=c.eps)
+                for _ in range(c.num_layers))
+            self.ln_f = LayerNorm(c.d_model, eps=c.eps)
+            if c.head:
+                self.head = Linear(c.d_model, c.vocab_size, bias=False)
+                if c.tie_weights:
+                    self.head.weight = self.tok_emb.weight
         if c.init_std is not None:
             self._init_weights(c.init_std)
 
     def _init_weights(self, std: float) -> None:
-        """GPT-2's scheme. The embedding tables start N(0, 1) (Embedding's and
-        LearnedPositionalEncoding's default), so scaling them gives N(0, std²) and N(0, std²/4)
-        without drawing 39M numbers twice."""
-        self.tok_emb.weight.data *= std
-        self.pos_emb.weight.data *= std / 2
+        """GPT-2's scheme: every weight N(0, std²), the position table N(0, std²/4), the
+        projections into the residual stream scaled by 1/sqrt(2 * layers), biases zero."""
+        init.normal_(self.tok_emb.weight, 0.0, std)
+        init.normal_(self.pos_emb.weight, 0.0, std / 2)
         scaled = std / math.sqrt(2 * self.config.num_layers)
         for layer in self.layers:
             init.normal_(layer.attn.in_proj_weight, 0.0, std)

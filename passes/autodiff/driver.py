@@ -6,13 +6,15 @@ input shapes (``sum_to``: rules never unbroadcast), and add them up where a valu
 Only *active* values get cotangents: float values that depend on a ``wrt`` value through
 differentiable ops. Integer and bool values, ``stop_gradient`` and every op without
 ``Trait.DIFFERENTIABLE`` (floor, sign, argmax, ...) carry no gradient. Gradient nodes are named
-``grad/<forward node>/...`` and carry the forward node's source line.
+``grad/<forward node>/...``, carry the forward node's source line, the scope ``grad/<forward
+scope>`` (``grad`` for a top-level node) and the origin ``autodiff:<forward op>``.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 
 from lbdl_graph import ops
 from lbdl_graph.builder import GraphBuilder, current_builder
@@ -24,7 +26,12 @@ from lbdl_graph.source import source_override
 from ..base import PassResult
 from .table import VJPS
 
-__all__ = ["active_values", "backprop", "differentiate", "sum_to"]
+__all__ = ["active_values", "backprop", "differentiate", "grad_scope", "sum_to"]
+
+
+def grad_scope(scope: str) -> str:
+    """The scope of the gradient nodes of a forward node in ``scope``: ``grad/<scope>``."""
+    return f"grad/{scope}" if scope else "grad"
 
 
 def sum_to(g: Value, shape: Sequence[Dim]) -> Value:
@@ -60,9 +67,12 @@ def active_values(nodes: Iterable[Node], sources: Iterable[Value]) -> set[Value]
 
 
 def backprop(nodes: Sequence[Node], seeds: Mapping[Value, Value], active: set[Value],
-             stats: Counter[str] | None = None) -> dict[Value, Value]:
+             stats: Counter[str] | None = None, *, within: Node | None = None
+             ) -> dict[Value, Value]:
     """Walk ``nodes`` (topologically ordered) backwards from the seed cotangents and return the
-    cotangent of every active value they reach. Emits into the current builder."""
+    cotangent of every active value they reach. Emits into the current builder; the gradient
+    nodes' scope and origin come from each node (or from ``within``, the node whose
+    decomposition ``nodes`` are)."""
     stats = Counter() if stats is None else stats
     b = current_builder()
     ct: dict[Value, Value] = dict(seeds)
@@ -70,8 +80,9 @@ def backprop(nodes: Sequence[Node], seeds: Mapping[Value, Value], active: set[Va
         gs = tuple(ct.get(o) for o in node.outputs)
         if all(g is None for g in gs) or not any(v in active for v in node.inputs if v is not None):
             continue
-        grads = _node_vjp(b, node, gs, active, stats)
-        with b.scope(f"grad/{node.name}"), source_override(node.source):
+        tag = within or node
+        grads = _node_vjp(b, node, gs, active, stats, tag)
+        with b.scope(f"grad/{node.name}"), _provenance(b, tag), source_override(node.source):
             for v, gv in zip(node.inputs, grads, strict=True):
                 if v is None or gv is None or v not in active:
                     continue
@@ -80,8 +91,12 @@ def backprop(nodes: Sequence[Node], seeds: Mapping[Value, Value], active: set[Va
     return ct
 
 
+def _provenance(b: GraphBuilder, tag: Node) -> AbstractContextManager[None]:
+    return b.provenance(grad_scope(tag.scope), f"autodiff:{tag.op.name}")
+
+
 def _node_vjp(b: GraphBuilder, node: Node, gs: tuple[Value | None, ...], active: set[Value],
-              stats: Counter[str]) -> tuple[Value | None, ...]:
+              stats: Counter[str], tag: Node) -> tuple[Value | None, ...]:
     op = node.op
     rule = VJPS.get(op)
     if rule is None:
@@ -91,10 +106,10 @@ def _node_vjp(b: GraphBuilder, node: Node, gs: tuple[Value | None, ...], active:
                                 hint="register one with @VJPS.register(ops.<op>) in "
                                      "passes/autodiff/rules_*.py")
         stats["decomposed"] += 1
-        return _decomposed_vjp(b, node, gs, active, stats)
+        return _decomposed_vjp(b, node, gs, active, stats, tag)
     multi = not (isinstance(op.outputs, int) and op.outputs == 1)
     try:
-        with b.scope(f"grad/{node.name}"), source_override(node.source):
+        with b.scope(f"grad/{node.name}"), _provenance(b, tag), source_override(node.source):
             grads = rule(gs if multi else gs[0], node.outputs if multi else node.outputs[0],
                          *node.inputs, **node.attrs)
     except LbdlError as e:
@@ -109,16 +124,17 @@ def _node_vjp(b: GraphBuilder, node: Node, gs: tuple[Value | None, ...], active:
 
 
 def _decomposed_vjp(b: GraphBuilder, node: Node, gs: tuple[Value | None, ...],
-                    active: set[Value], stats: Counter[str]) -> tuple[Value | None, ...]:
+                    active: set[Value], stats: Counter[str], tag: Node
+                    ) -> tuple[Value | None, ...]:
     """Differentiate an op through its decomposition, re-emitted next to the gradient."""
     start = len(b.nodes)
-    with b.scope(f"grad/{node.name}"), source_override(node.source):
+    with b.scope(f"grad/{node.name}"), _provenance(b, tag), source_override(node.source):
         res = node.op.decompose(*node.inputs, **node.attrs)  # type: ignore[misc]
     outs = tuple(res) if isinstance(res, tuple | list) else (res,)
     inner = b.nodes[start:]
     seeds = {o: g for o, g in zip(outs, gs, strict=True) if g is not None}
     sources = [v for v in node.inputs if v is not None and v in active]
-    ct = backprop(inner, seeds, active_values(inner, sources), stats)
+    ct = backprop(inner, seeds, active_values(inner, sources), stats, within=tag)
     return tuple(ct.get(v) if v is not None else None for v in node.inputs)
 
 
@@ -212,11 +228,13 @@ def differentiate(graph: Graph, loss: str = "loss", wrt: str | Sequence[str] | N
     prod = graph.producer(loss_v)
     with b:
         with b.scope(f"grad/{prod.name if prod else loss_v.name}"), \
+                b.provenance(grad_scope(prod.scope if prod else ""), "autodiff:seed"), \
                 source_override(prod.source if prod else None):
             seed = ops.full_like(loss_v, value=1.0, name="seed")
         active = active_values(graph.nodes, [v for _, v in targets])
         ct = backprop(graph.nodes, {loss_v: seed}, active, stats)
         outs: list[Value] = []
+        producer = {o: n for n in b.nodes[n_fwd:] for o in n.outputs}
         for name, v in targets:
             g = ct.get(v)
             if g is None:
@@ -224,9 +242,12 @@ def differentiate(graph: Graph, loss: str = "loss", wrt: str | Sequence[str] | N
                     raise AutodiffError(
                         f"loss '{loss}' does not depend on '{name}' (through differentiable ops)",
                         hint="pass allow_unused=True to get zeros")
-                with b.scope(f"grad/{name}"):
+                with b.scope(f"grad/{name}"), b.provenance("grad", "autodiff:unused"):
                     g = ops.full_like(v, value=0.0, name="unused")
-            (o,) = b.add_node(ops.identity, [g], {}, name=f"grad:{name}")
+                producer[g] = b.nodes[-1]
+            made = producer.get(g)  # None: a forward value (or the seed's input) is the gradient
+            (o,) = b.add_node(ops.identity, [g], {}, name=f"grad:{name}",
+                              scope=made.scope if made else "grad", origin="autodiff:output")
             outs.append(o)
     kept = _live(b.nodes[n_fwd:], outs)
     b.nodes[n_fwd:] = kept

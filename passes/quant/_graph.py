@@ -163,10 +163,12 @@ T = TypeVar("T")
 
 class Rewriter:
     """Re-emits a graph node by node: kept nodes read substituted inputs, replaced nodes get
-    new nodes whose last one writes the original output value (names and types stay)."""
+    new nodes whose last one writes the original output value (names and types stay). New
+    nodes take the replaced node's scope and ``origin`` ("<pass>:<what>")."""
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, origin: str = "quant") -> None:
         self.graph = graph
+        self.origin = origin
         self.b = GraphBuilder.from_graph(graph, copy_nodes=False)
         self.subst: dict[Value, Value] = {}
         self.node: Node | None = None  # the node being replaced (for names and source)
@@ -197,7 +199,8 @@ class Rewriter:
         prefix = prefix or (n.name if n is not None else "quant")
         with self.b:
             (out,) = self.b.add_node(op, list(inputs), attrs, name=f"{prefix}/{name}",
-                                     source=n.source if n is not None else None)
+                                     source=n.source if n is not None else None,
+                                     scope=n.scope if n is not None else "", origin=self.origin)
         return out
 
     def emit_as(self, op: OpDef, *inputs: Value | None, out: Value, **attrs: Any) -> None:
@@ -209,7 +212,8 @@ class Rewriter:
         if t != out.type:
             raise GraphError(f"rewriting '{n.name}' would change its type from {out.type} to "
                              f"{t}", node=n.name, op=n.op.name, source=n.source)
-        self.b.emit(Node(op, tuple(inputs), (out,), checked, n.name, n.source))
+        origin = n.origin if op is n.op else self.origin  # same op, new inputs: still n
+        self.b.emit(Node(op, tuple(inputs), (out,), checked, n.name, n.source, n.scope, origin))
 
     def emit_linear(self, op: OpDef, *inputs: Value | None, bias: Value | None,
                     activation: str, **attrs: Any) -> None:

@@ -241,7 +241,7 @@ def prepare_qat(graph: Graph, *, bits: int = 8, weight_scheme: str = "per_channe
             helpers.extend(n.name for n in rw.b.nodes[first:])
         return weights[key]
 
-    new = rewrite_static(graph, plan, act, weight)
+    new = rewrite_static(graph, plan, act, weight, "prepare_qat:fake_quantize")
     meta = dict(new.metadata)
     meta["qat"] = {"bits": bits, "weight_scheme": weight_scheme,
                    "activation_type": activation_type, "activations": acts,
@@ -315,7 +315,7 @@ def convert_qat(graph: Graph, *, accuracy_level: int = 0) -> PassResult:
     helpers, acts, targets = set(meta["helpers"]), meta["activations"], meta["targets"]
     int8_acts = bool(acts) and meta["activation_type"] in ("uint8", "int8")
     params = graph.param_map
-    rw = Rewriter(graph)
+    rw = Rewriter(graph, f"convert_qat:{scheme}")
     done: dict[str, Any] = {}
     drop = []
     for node in graph.nodes:

@@ -74,7 +74,7 @@ def add_loss(graph: Graph, loss: str = "cross_entropy", *, output: str | None = 
         raise InputError(f"graph '{graph.name}' already has a value '{target}'; pass another "
                          "target name")
     b = GraphBuilder.from_graph(graph)
-    with b, b.scope("loss"):
+    with b, b.scope("loss"), b.provenance(origin=f"add_loss:{loss}"):
         if loss == "cross_entropy":
             y = b.input(target, "int64", out.shape[:-1])
             logp = ops.log_softmax(out, axis=-1)

@@ -103,7 +103,7 @@ def _gemm_fusable(graph: Graph, node: Node) -> bool:
 def _split_linear(graph: Graph, nodes: set[Node]) -> tuple[Graph, dict[str, str]]:
     """``linear`` nodes with a bias as matmul + add (+ activation), so that the matmul's output
     can be quantised; returns the new graph and each split node's matmul name."""
-    rw = Rewriter(graph)
+    rw = Rewriter(graph, "quantize_static:split_linear")
     names: dict[str, str] = {}
     for node, _ in rw.visit(dict.fromkeys(nodes)):
         x, w = (rw.subst.get(v, v) for v in node.inputs[:2])
@@ -161,11 +161,11 @@ WeightFn = Callable[[Rewriter, WeightUse], Value]
 
 
 def rewrite_static(graph: Graph, plan: StaticPlan, activation: ActivationFn,
-                   weight: WeightFn) -> Graph:
+                   weight: WeightFn, origin: str = "quantize_static:qdq") -> Graph:
     """Re-emit ``graph`` with ``activation(rw, v)`` in place of each planned activation (made
     once, before its first quantised reader or right after its quantised producer) and
-    ``weight(rw, use)`` as the weight input of each weight node."""
-    rw = Rewriter(graph)
+    ``weight(rw, use)`` as the weight input of each weight node; new nodes get ``origin``."""
+    rw = Rewriter(graph, origin)
     done: dict[Value, Value] = {}
     points = set(plan.activations)
 
@@ -279,7 +279,7 @@ def quantize_dynamic(graph: Graph, *, kinds: Sequence[str] = ("matmul", "linear"
     qmax = 63 if reduce_range else 127
     by_node = {u.node: u for u in uses}
     dead_vias = dead_transposes(graph, uses)
-    rw = Rewriter(graph)
+    rw = Rewriter(graph, "quantize_dynamic:int8")
     weights: dict[Any, tuple[Value, Value]] = {}
     for node, u in rw.visit(by_node, dead_vias):
         if u.param not in weights:

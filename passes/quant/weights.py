@@ -221,7 +221,7 @@ def quantize_weights(graph: Graph, scheme: str = "q4_1", *,
         return PassResult(graph, False, {"weights": 0, "nodes": 0, "skipped": skipped})
     by_node = {u.node: u for u in uses}
     dead_vias = dead_transposes(graph, uses)
-    rw = Rewriter(graph)
+    rw = Rewriter(graph, f"quantize_weights:{scheme}")
     done: dict[Param, Any] = {}
     report: dict[str, dict[str, Any]] = {}
     for _node, u in rw.visit(by_node, dead_vias):

@@ -10,6 +10,7 @@ import pytest
 from lbdl_graph import GraphBuilder, ops
 from lbdl_graph.backends.numpy import run
 from lbdl_graph.errors import CheckpointError, GraphError, OpError, ShapeError
+from lbdl_graph.frontends import manual_seed
 from lbdl_graph.frontends.zoo import ZOO
 from lbdl_graph.graph import Graph
 from lbdl_graph.passes.lora import (
@@ -105,6 +106,7 @@ def test_merged_graph_has_exactly_the_base_structure() -> None:
 
 def test_cross_attention_reads_row_slices_of_the_stacked_projection() -> None:
     entry = ZOO["transformer_tiny"]
+    manual_seed(0)
     g = entry.trace(entry.model())
     lg = add_lora(g, rank=4).graph
     meta = lg.metadata["lora"]
@@ -114,7 +116,12 @@ def test_cross_attention_reads_row_slices_of_the_stacked_projection() -> None:
     np.testing.assert_array_equal(run(lg, feeds)["output"], run(g, feeds)["output"])
     lg = _randomise_b(lg)
     m = merge_lora(lg).graph
-    np.testing.assert_allclose(run(m, feeds)["output"], run(lg, feeds)["output"], atol=1e-5)
+    ref = run(lg, feeds)["output"]
+    # Merged, W + s*B@A is rounded once; unmerged, x@W and x@A@B are rounded apart, and the
+    # difference passes through 4 blocks of LayerNorms. Seeds 0-5 give at most 44 float32 ulps
+    # of the largest logit; 256 ulps (5e-4 here) sits far below the LoRA delta itself (34).
+    tol = 256 * np.finfo(np.float32).eps * float(np.abs(ref).max())
+    np.testing.assert_allclose(run(m, feeds)["output"], ref, rtol=0, atol=tol)
     assert [n.name for n in m.nodes] == [n.name for n in g.nodes]
 
 

@@ -215,6 +215,9 @@ CASES: list[Case] = [
         "ConstantOfShape", ["s"], [_i64("s", [3, -2])]), "cosneg"), O, ("bomb", "negative")),
     Case("input_2p40", "onnx", _save(_model(_ident(), [_vi("x", [TB])], [_vi("y", [TB])]),
                                       "input"), R, ("graph input 'x'", "bytes")),
+    Case("input_2p40_beside_symbolic", "onnx", _save(_model(
+        _ident(), [_vi("x", [TB, "N"])], [_vi("y", [TB, "N"])]), "inputsym"), R,
+        ("graph input 'x'", "at least", "bytes")),
     Case("initializer_2p40", "onnx", _save(_model(
         [helper.make_node("Add", ["x", "w"], ["y"])], [_x()], [_vi("y", None)],
         [_huge_init()]), "init"), R,

@@ -65,6 +65,13 @@ def finetunes(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _params(path: Path) -> dict[str, np.ndarray]:
+    """The model's parameters in an exported file (stored transposes read back)."""
+    from lbdl_graph.frontends.cli.merge_cmd import load_params
+
+    return load_params(str(path))[0]
+
+
+def _initializers(path: Path) -> dict[str, np.ndarray]:
     return {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
 
 
@@ -78,6 +85,10 @@ def test_merge_task_arithmetic_onnx(finetunes: Path, tmp_path: Path) -> None:
     w = "layers.0.weight"
     want = p0[w] + 0.5 * (p1[w] - p0[w]) + 0.25 * (p2[w] - p0[w])
     np.testing.assert_allclose(got[w], want, rtol=1e-6, atol=1e-7)
+    # the merged file stores the weight as its export does: transposed, under w + ".T"
+    stored = _initializers(out)
+    assert w not in stored and f"{w}.T" in _initializers(m0)
+    np.testing.assert_array_equal(stored[f"{w}.T"], got[w].T)
     assert cli("run", str(out)).returncode == 0
 
 

@@ -102,3 +102,36 @@ def test_export_bad_input(tmp_path: Path) -> None:
     fails(cli("export", "mlp_tiny", "-o", str(tmp_path / "no" / "m.onnx")), 1, "does not exist")
     fails(cli("export", "mlp_tiny", "-o", str(tmp_path)), 1, "is a directory")
     assert list(tmp_path.iterdir()) == []  # nothing written, not even a temp file
+
+
+@pytest.mark.parametrize(("name", "level"), [("resnet_tiny", "O0"), ("gpt_mini", "O0"),
+                                             ("gpt_mini", "O2")])
+def test_inference_export_stores_weights_untransposed(tmp_path: Path, name: str,
+                                                      level: str) -> None:
+    from lbdl_graph import ops
+    from lbdl_graph.backends.numpy import Interpreter
+    from lbdl_graph.backends.onnx import OrtRunner
+    from lbdl_graph.frontends import manual_seed
+    from lbdl_graph.frontends.zoo import ZOO
+
+    out = tmp_path / f"{name}.onnx"
+    r = cli("export", name, "--level", level, "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "fold_params" in r.stdout  # the report names the pass, even at O0
+    model = onnx.load(str(out))
+    inits = {t.name for t in model.graph.initializer}
+    assert not [n.name for n in model.graph.node if n.op_type == "Transpose"
+                and n.input[0] in inits]
+    manual_seed(0)  # the export's default --seed: the same weights
+    entry = ZOO[name]
+    graph = entry.trace()
+    params = {p.value: p.name for p in graph.params}
+    transposed = {f"{params[n.inputs[0]]}.T" for n in graph.nodes
+                  if n.op is ops.transpose and n.inputs[0] in params}
+    assert transposed and transposed <= inits  # stored under the weight's name + ".T"
+    feeds = entry.example_inputs()
+    want = Interpreter(graph, training=False).run(feeds)
+    got = OrtRunner(out).run(feeds)
+    assert list(got) == list(want)
+    for k, w in want.items():
+        np.testing.assert_allclose(got[k], w, rtol=1e-4, atol=1e-5, err_msg=k)

@@ -185,3 +185,44 @@ def test_attention_rule_matches_its_decomposition() -> None:
     decomposed = sum(node_macs(x, {"N": n}) for x in g.nodes[1:])
     assert decomposed == n * 2 * 5 * 7 * 8 + n * 2 * 5 * 7 + n * 2 * 5 * 3 * 7
     assert node_macs(g.nodes[0], {"N": n}) == decomposed
+
+
+def test_weights_computed_from_params_are_not_activations() -> None:
+    with GraphBuilder("t") as b:
+        x = b.input("x", "f32", ("N", 16))
+        w = b.param("w", np.zeros((4, 16), np.float32))
+        wt = ops.transpose(w, perm=(1, 0))  # 256 B, the same on every run
+        g = b.build([ops.relu(ops.matmul(x, wt))])
+    s = summary(g, bindings={"N": 2})
+    assert s.activation_bytes == 2 * (2 * 4 * 4)  # matmul and relu outputs
+    assert s.param_derived_bytes == 16 * 4 * 4
+    assert s.peak_activation_bytes == 2 * 2 * 4 * 4
+    assert s.total_bytes == s.input_bytes + s.activation_bytes + s.param_bytes
+    assert "Derived from params (MB): 0.00" in str(s)
+    assert s.to_dict()["totals"]["param_derived_bytes"] == 256
+
+
+@pytest.mark.parametrize("name", ["gpt_tiny", "gpt_mini"])
+def test_gpt_forward_memory_at_one_token_counts_activations_only(name: str) -> None:
+    from lbdl_graph.frontends import manual_seed
+    from lbdl_graph.frontends.zoo import ZOO
+    from lbdl_graph.passes.fold_parameters import fold_params
+
+    manual_seed(0)
+    entry = ZOO[name]
+    c = entry.config
+    g = entry.trace()
+    one = {"N": 1, "T": 1}
+    s = summary(g, bindings=one)
+    # with one token no node output is wider than the vocabulary, the fused qkv or the MLP
+    widest = 4 * max(c.vocab_size, 3 * c.d_model, c.d_ff or 4 * c.d_model)
+    assert 4 * c.vocab_size <= s.activation_bytes <= len(g.nodes) * widest < s.param_bytes
+    assert s.peak_activation_bytes <= s.activation_bytes
+    # every transposed weight is derived from the parameters
+    transposed = [g.param_of(n.inputs[0]) for n in g.nodes if n.op is ops.transpose
+                  and n.inputs[0] is not None and g.param_of(n.inputs[0]) is not None]
+    assert transposed
+    assert s.param_derived_bytes >= sum(p.data.nbytes for p in transposed if p is not None)
+    folded = summary(fold_params(g).graph, bindings=one)
+    assert folded.activation_bytes == s.activation_bytes
+    assert folded.param_derived_bytes < 4 * c.context * c.context  # at most the causal mask

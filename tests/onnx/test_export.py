@@ -87,7 +87,7 @@ def test_node_names_and_relative_source_lines() -> None:
     assert not os.path.isabs(path) and path.endswith("test_export.py")
     assert "ops.matmul(x, w1)" in Path(path).read_text().splitlines()[int(line) - 1]
     props = {p.key: p.value for p in node.metadata_props}
-    assert props == {"lbdl.node": "layer1/matmul", "lbdl.op": "matmul"}
+    assert props == {"lbdl.node": "layer1/matmul", "lbdl.op": "matmul", "lbdl.scope": "layer1"}
 
 
 def test_helper_nodes_are_prefixed_with_the_ir_node_name() -> None:

@@ -130,9 +130,34 @@ CASES = [
      """, """
      graph g(%x: f32[4]):
        %0: f32[4] = exp(%x)
+       return %0
+     """, {"identity": 1, "output_identity": 1}),
+    # the output identity goes: its producer writes the output, other readers read it there
+    ("output_identity", """
+     graph g(%x: f32[4]):
+       %0: f32[4] = exp(%x)
        %1: f32[4] = identity(%0)
-       return %1
-     """, {"identity": 1}),
+       %2: f32[4] = neg(%0)
+       return %1, %2
+     """, """
+     graph g(%x: f32[4]):
+       %0: f32[4] = exp(%x)
+       %1: f32[4] = neg(%0)
+       return %0, %1
+     """, {"output_identity": 1}),
+    # two outputs of one value: the first takes it over, the second stays a copy of the first
+    ("output_identity_twice", """
+     graph g(%x: f32[4]):
+       %0: f32[4] = exp(%x)
+       %1: f32[4] = identity(%0)
+       %2: f32[4] = identity(%0)
+       return %1, %2
+     """, """
+     graph g(%x: f32[4]):
+       %0: f32[4] = exp(%x)
+       %1: f32[4] = identity(%0)
+       return %0, %1
+     """, {"output_identity": 1}),
 ]
 
 
@@ -173,6 +198,20 @@ UNCHANGED = {
       graph g(%x: f32[3]):
         %0: f32[3] = identity(%x)
         return %0
+    """,
+    # %0 is an output under its own name: the copy under a second name stays
+    "identity_of_an_output": """
+      graph g(%x: f32[3]):
+        %0: f32[3] = exp(%x)
+        %1: f32[3] = identity(%0)
+        return %0, %1
+    """,
+    "identity_of_a_parameter": """
+      graph g(%x: f32[3]):
+        param %w: f32[3]
+        %0: f32[3] = identity(%w)
+        %1: f32[3] = add(%x, %0)
+        return %0, %1
     """,
 }
 
