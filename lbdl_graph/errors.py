@@ -17,6 +17,7 @@ __all__ = [
     "DTypeError",
     "DistributedError",
     "ExecutionError",
+    "GenerationError",
     "GraphError",
     "InputError",
     "LbdlError",
@@ -98,6 +99,11 @@ class ParseError(LbdlError):
 
 class InputError(LbdlError):
     """Run-time inputs that do not match the graph's declared inputs."""
+
+
+class GenerationError(InputError):
+    """Bad generation input: a prompt longer than the context, token ids outside the
+    vocabulary, sampling parameters out of range, an unreadable tokenizer or export."""
 
 
 class ExecutionError(LbdlError):

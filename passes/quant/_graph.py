@@ -23,7 +23,7 @@ from lbdl_graph.opdef import OpDef
 from lbdl_graph.types import tensor_type
 
 __all__ = ["KINDS", "Rewriter", "WeightUse", "dead_transposes", "only_weights", "select_uses",
-           "weight_uses"]
+           "untie_weights", "weight_uses"]
 
 KINDS: dict[str, tuple[OpDef, ...]] = {
     "matmul": (ops.matmul,),
@@ -132,6 +132,22 @@ def only_weights(graph: Graph, uses: Sequence[WeightUse]) -> list[WeightUse]:
 
     good = {p for p in {u.param for u in uses} if ok(p.value)}
     return [u for u in uses if u.param in good]
+
+
+def untie_weights(graph: Graph, uses: Sequence[WeightUse]) -> Graph:
+    """A graph where each parameter that ``uses`` read as a weight but other nodes read too
+    (a tied embedding: ``gather`` and the vocabulary head's ``matmul``) is copied: the weight
+    uses (through their transposes) read ``<name>.untied`` and the other nodes the original,
+    so quantising the copy leaves the other readers in float."""
+    tied = {u.param for u in uses} - {u.param for u in only_weights(graph, uses)}
+    if not tied:
+        return graph
+    readers = {u.via if u.via is not None else u.node for u in uses if u.param in tied}
+    rw = Rewriter(graph)
+    copies = {p.value: rw.param(f"{p.name}.untied", p.data) for p in tied}
+    for node in graph.nodes:
+        rw.keep(node, copies if node in readers else None)
+    return rw.build()
 
 
 def dead_transposes(graph: Graph, uses: Sequence[WeightUse]) -> set[Node]:
