@@ -28,6 +28,13 @@ from ..module import Module
 from ..tensor import Tensor
 from ..trace import InputSpec, trace
 from .checkpoint import load_checkpoint, save_checkpoint
+from .graph_model import (
+    attach_loss,
+    check_batches,
+    graph_inputs,
+    prepare_graph,
+    target_spec,
+)
 from .runners import make_eval_runner, make_step_runner
 
 __all__ = ["LOSSES", "METRICS", "History", "compile_training", "evaluate", "fit"]
@@ -61,11 +68,17 @@ METRICS: dict[str, LossFn] = {"accuracy": _accuracy}
 
 @dataclass
 class History:
-    """Per-epoch figures: ``history["loss"]``, ``history["val_accuracy"]``, ..."""
+    """Per-epoch figures: ``history["loss"]``, ``history["val_accuracy"]``, ...
+
+    When a Graph was trained, ``graph`` is the trained graph (after tying) and ``tied`` the
+    parameters tied before training (``copy -> kept`` or ``copy -> transpose(kept)``).
+    """
 
     epochs: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int | None = None
     stopped_early: bool = False
+    graph: Graph | None = None
+    tied: dict[str, str] = field(default_factory=dict)
 
     def __getitem__(self, key: str) -> list[float]:
         return [e[key] for e in self.epochs if key in e]
@@ -125,17 +138,31 @@ def trace_loss(model: Module, inputs: Mapping[str, InputSpec], target: InputSpec
     return trace(with_loss, specs, name=type(model).__name__, training=training, module=model)
 
 
-def compile_training(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_entropy",
+def compile_training(model: Module | Graph, x: Any, y: Any = None, *,
+                     loss: str | LossFn = "cross_entropy",
                      metrics: Sequence[str | tuple[str, LossFn]] = (),
                      optimizer: Optimizer | None = None, clip_grad_norm: float | None = None,
-                     seed: int = 0) -> tuple[TrainStep, Graph]:
-    """The compiled training step and the eval graph (params as inputs) for ``model``."""
-    data = _as_inputs(x)
-    target = InputSpec(("N", *np.shape(y)[1:]), np.asarray(y).dtype, "y") if y is not None else None
+                     seed: int = 0, output: str | None = None,
+                     tie_weights: bool = True) -> tuple[TrainStep, Graph]:
+    """The compiled training step and the eval graph (params as inputs) for ``model``.
+
+    ``model`` is a Module, or a Graph whose ``output`` (default: its only output) the loss
+    reads; a graph's twice-stored parameters are tied first unless ``tie_weights=False``
+    (the ties are in ``step.graph.metadata["tied_params"]``).
+    """
     mfns = _metric_fns(metrics)
-    fwd = trace_loss(model, _specs(data), target, loss, mfns, training=True)
+    if isinstance(model, Graph):
+        graph, _ = prepare_graph(model, tie_weights)
+        target = target_spec(graph, y, output)
+        fwd = attach_loss(graph, target, _loss_fn(loss), mfns, output=output, training=True)
+        ev = attach_loss(graph, target, _loss_fn(loss), mfns, output=output, training=False)
+    else:
+        data = _as_inputs(x)
+        target = (InputSpec(("N", *np.shape(y)[1:]), np.asarray(y).dtype, "y")
+                  if y is not None else None)
+        fwd = trace_loss(model, _specs(data), target, loss, mfns, training=True)
+        ev = trace_loss(model, _specs(data), target, loss, mfns, training=False)
     step = make_train_step(fwd, optimizer or Adam(), clip_grad_norm=clip_grad_norm, seed=seed)
-    ev = trace_loss(model, _specs(data), target, loss, mfns, training=False)
     ev = params_to_inputs(ev, [p.name for p in ev.params if p.name in step.info.state])
     return step, ev
 
@@ -159,14 +186,15 @@ def evaluate(runner: Any, data: Mapping[str, np.ndarray], state: Mapping[str, np
     return {k: v / n for k, v in totals.items()}
 
 
-def fit(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_entropy",
+def fit(model: Module | Graph, x: Any, y: Any = None, *, loss: str | LossFn = "cross_entropy",
         metrics: Sequence[str | tuple[str, LossFn]] = (), optimizer: Optimizer | None = None,
         epochs: int = 1, batch_size: int = 32, validation_split: float = 0.0,
         validation_data: tuple[Any, Any] | None = None, shuffle: bool = True, seed: int = 0,
         early_stopping: int | None = None, monitor: str = "val_loss", mode: str = "auto",
         backend: str = "numpy", clip_grad_norm: float | None = None,
         progress: bool | None = None, checkpoint: str | Path | None = None,
-        resume: str | Path | None = None, max_steps: int | None = None) -> History:
+        resume: str | Path | None = None, max_steps: int | None = None,
+        output: str | None = None, tie_weights: bool = True) -> History:
     """Train ``model`` on ``x`` (an array or a dict of named arrays) and targets ``y``.
 
     ``y=None`` trains a reconstruction (autoencoder) on the first input. ``early_stopping=k``
@@ -175,11 +203,20 @@ def fit(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_ent
     max for accuracies, an error for other names). ``checkpoint`` is written after every epoch
     and when ``max_steps`` stops mid-epoch (atomically); ``resume`` continues from one, at the
     batch where it stopped.
-    The trained parameters and buffers are loaded back into ``model``. Returns the History.
+    The trained parameters and buffers are loaded back into a Module. ``model`` may also be a
+    Graph (an imported ONNX model): the loss reads its ``output`` (default: its only output),
+    ``x`` is keyed by its input names, parameters stored twice are tied first unless
+    ``tie_weights=False`` (see :mod:`.graph_model`), and the trained graph is
+    ``history.graph``. Returns the History.
     """
     if epochs < 1 or batch_size < 1:
         raise InputError(f"epochs and batch_size must be >= 1 (got {epochs}, {batch_size})")
-    data = _as_inputs(x)
+    tied: dict[str, str] = {}
+    if isinstance(model, Graph):
+        model, tied = prepare_graph(model, tie_weights)
+        data = graph_inputs(model, x)
+    else:
+        data = _as_inputs(x)
     if "y" in data:
         raise InputError("input name 'y' is reserved for the targets; rename that input")
     if y is not None:
@@ -193,7 +230,8 @@ def fit(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_ent
     rng = np.random.default_rng(seed)
     val: dict[str, np.ndarray] | None = None
     if validation_data is not None:
-        val = _as_inputs(validation_data[0])
+        val = (graph_inputs(model, validation_data[0]) if isinstance(model, Graph)
+               else _as_inputs(validation_data[0]))
         if validation_data[1] is not None:
             val["y"] = np.asarray(validation_data[1])
     elif validation_split > 0:
@@ -205,11 +243,15 @@ def fit(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_ent
         data = {k: v[perm[n_val:]] for k, v in data.items()}
         total -= n_val
     xs = {k: v for k, v in data.items() if k != "y"}
+    if isinstance(model, Graph):
+        check_batches(model, batch_size, {"training": total, "validation":
+                                          len(next(iter(val.values()))) if val else 0})
     step, ev = compile_training(model, xs, data.get("y"), loss=loss, metrics=metrics,
-                                optimizer=optimizer, clip_grad_norm=clip_grad_norm, seed=seed)
+                                optimizer=optimizer, clip_grad_norm=clip_grad_norm, seed=seed,
+                                output=output, tie_weights=False)
     runner = make_step_runner(step, backend)
     ev_runner = make_eval_runner(ev, backend)
-    history = History()
+    history = History(tied=tied)
     start_epoch, skip = 0, 0
     best: tuple[float, dict[str, np.ndarray]] | None = None
     bad_epochs = 0
@@ -294,7 +336,11 @@ def fit(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_ent
         if max_steps is not None and steps_done >= max_steps:
             break
     final = best[1] if (early_stopping is not None and best is not None) else runner.state()
-    _load_into(model, final)
+    if isinstance(model, Graph):
+        history.graph = model.with_params({k: v for k, v in final.items()
+                                           if k in model.param_map})
+    else:
+        _load_into(model, final)
     return history
 
 
