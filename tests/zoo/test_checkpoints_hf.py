@@ -16,7 +16,7 @@ import pytest
 from lbdl_graph.backends.numpy import run
 from lbdl_graph.errors import CheckpointError
 from lbdl_graph.frontends import InputSpec, trace
-from lbdl_graph.frontends.zoo import GPT
+from lbdl_graph.frontends.zoo import GPT, Bert
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -138,3 +138,63 @@ def test_unsupported_config_is_refused(gpt2_dir: Path) -> None:
     edit_config(gpt2_dir, scale_attn_by_inverse_layer_idx=False, activation_function="quick")
     with pytest.raises(CheckpointError, match="activation_function 'quick'"):
         GPT.from_hf(gpt2_dir)
+
+
+# ---- BERT ----
+
+
+def bert_config(**kw: Any) -> Any:
+    return transformers.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2,
+                                   num_attention_heads=4, intermediate_size=64,
+                                   max_position_embeddings=16, **kw)
+
+
+@pytest.mark.parametrize("arch", ["BertModel", "BertForMaskedLM"])
+def test_bert_matches_transformers_with_segments_and_padding(tmp_path: Path, arch: str) -> None:
+    torch.manual_seed(0)
+    hf = perturbed(getattr(transformers, arch)(bert_config()))
+    d = save(hf, tmp_path / "bert")
+    if arch == "BertForMaskedLM":  # the MLM head has no place in the encoder
+        with pytest.raises(CheckpointError, match=r"cls\.predictions.*no place in Bert"):
+            Bert.from_hf(d)
+        model = Bert.from_hf(d, strict=False)
+        assert not model.config.pooler  # BertForMaskedLM has no pooler
+        encoder = hf.bert
+    else:
+        model = Bert.from_hf(d)
+        encoder = hf
+    rng = np.random.default_rng(0)
+    ids, types = rng.integers(0, 64, (2, 10)), rng.integers(0, 2, (2, 10))
+    mask = np.ones((2, 10), np.int64)
+    mask[1, 6:] = 0
+    feeds = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
+    specs = {k: InputSpec(("N", "T"), "int64") for k in feeds}
+    out = run(trace(model, specs, training=False), feeds)
+    with torch.no_grad():
+        ref = encoder(**{k: torch.from_numpy(v) for k, v in feeds.items()})
+    np.testing.assert_allclose(out["last_hidden_state"], ref.last_hidden_state.numpy(), rtol=0,
+                               atol=1e-5)
+    if model.config.pooler:
+        np.testing.assert_allclose(out["pooler_output"], ref.pooler_output.numpy(), rtol=0,
+                                   atol=1e-5)
+
+
+def test_bert_defaults_and_bad_configs(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    hf = perturbed(transformers.BertModel(bert_config()))
+    d = save(hf, tmp_path / "bert")
+    model = Bert.from_hf(d)
+    c = model.config
+    assert (c.vocab_size, c.max_position, c.d_model, c.num_layers, c.d_ff, c.eps) == (
+        64, 16, 32, 2, 64, 1e-12)
+    ids = np.random.default_rng(2).integers(0, 64, (3, 7))
+    out = run(trace(model, {"input_ids": InputSpec(("N", "T"), "int64")}, training=False),
+              {"input_ids": ids})
+    with torch.no_grad():
+        ref = hf(torch.from_numpy(ids)).last_hidden_state.numpy()
+    np.testing.assert_allclose(out["last_hidden_state"], ref, rtol=0, atol=1e-5)
+    edit_config(d, position_embedding_type="relative_key")
+    with pytest.raises(CheckpointError, match="position_embedding_type='relative_key'"):
+        Bert.from_hf(d)
+    with pytest.raises(CheckpointError, match=r"model_type 'gpt2'.*not a BERT checkpoint"):
+        Bert.from_hf(save(transformers.GPT2Model(gpt2_config()), tmp_path / "gpt2"))
