@@ -198,3 +198,16 @@ def test_bert_defaults_and_bad_configs(tmp_path: Path) -> None:
         Bert.from_hf(d)
     with pytest.raises(CheckpointError, match=r"model_type 'gpt2'.*not a BERT checkpoint"):
         Bert.from_hf(save(transformers.GPT2Model(gpt2_config()), tmp_path / "gpt2"))
+
+
+def test_bfloat16_checkpoint_loads_exactly_widened(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    hf = perturbed(transformers.GPT2LMHeadModel(gpt2_config())).to(torch.bfloat16)
+    d = save(hf, tmp_path / "gpt2")
+    model = GPT.from_hf(d)
+    hf = hf.float()  # the same (bfloat16-representable) weights, computed in float32
+    np.testing.assert_array_equal(model.tok_emb.weight.data,
+                                  hf.transformer.wte.weight.detach().numpy())
+    ids = np.random.default_rng(3).integers(0, 64, (2, 5))
+    ref = hf(torch.from_numpy(ids)).logits.detach().numpy()
+    np.testing.assert_allclose(logits_of(model, {"idx": ids})["output"], ref, rtol=0, atol=1e-5)

@@ -139,6 +139,11 @@ def cat(xs: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(xs, axis=0)
 
 
+def _widen(a: np.ndarray) -> np.ndarray:
+    """bfloat16 / float8 tensors (ml_dtypes, NumPy kind 'V') -> float32, exactly."""
+    return a.astype(np.float32) if a.dtype.kind == "V" and "float" in a.dtype.name else a
+
+
 @dataclass(frozen=True)
 class Rule:
     """Zoo tensor ``ours`` = ``how(theirs...)``; ``{i}`` is the layer index."""
@@ -185,7 +190,7 @@ def convert(ck: Checkpoint, table: Sequence[Rule], layers: int, model: Module, *
             if absent:
                 missing += absent
                 continue
-            arr = r.how([ck.tensors[t] for t in theirs])
+            arr = _widen(r.how([ck.tensors[t] for t in theirs]))
             used.update(theirs)
             if ours not in want:
                 raise CheckpointError(f"mapping table error: {ours} is not a parameter of "
@@ -208,16 +213,21 @@ def convert(ck: Checkpoint, table: Sequence[Rule], layers: int, model: Module, *
 
 
 def load_into(model: Module, state: Mapping[str, np.ndarray], where: str) -> Module:
-    """Load the converted tensors (every parameter and buffer must be there; a tied one
-    under any of its names) into ``model``."""
+    """Hand the converted tensors (every parameter and buffer must be there; a tied one under
+    any of its names) to ``model``'s leaves, cast to their dtypes. Shapes were checked by
+    :func:`convert`; contiguous arrays of the right dtype are taken without a copy."""
     leaves = model._state_leaves()
     done = {id(leaves[k]) for k in state if k in leaves}
     absent = [k for k, leaf in leaves.items() if id(leaf) not in done]
     if absent:
         raise CheckpointError(f"{where}: the mapping leaves {absent[:8]} of "
                               f"{type(model).__name__} unset")
-    bad = [k for k, v in state.items() if v.dtype.kind not in "fiub"]
-    if bad:
-        raise CheckpointError(f"{where}: tensor(s) {bad} are not numeric")
-    model.load_state_dict(dict(state), strict=False)  # casts to the model's dtypes
+    for k, arr in state.items():
+        leaf = leaves[k]
+        want = leaf.dtype.numpy
+        if arr.dtype.kind not in "fiub" or not np.can_cast(arr.dtype, want, "same_kind"):
+            raise CheckpointError(f"{where}: tensor for {k} is {arr.dtype}; the model needs "
+                                  f"{np.dtype(want)}")
+        data = np.ascontiguousarray(arr, dtype=want)
+        leaf.data = data if data.flags.writeable else data.copy()
     return model
