@@ -5,9 +5,11 @@ The corpus is the source of three standard-library modules (``json.decoder``,
 10% is held out. The zoo's ``GPT`` (2 pre-LN causal blocks, d=64, 4 heads, context 32) is
 trained on next-character prediction with a compiled training step (Adam, warmup + cosine
 decay, gradient clipping). The held-out cross-entropy (nats per character) is compared with a
-unigram and a bigram model fitted on the training text. Then the model writes: starting from
-``"def "``, it samples one character at a time from ``softmax(logits / temperature)`` through
-the exported ONNX model on ONNX Runtime; for each temperature we print the text and the share
+unigram and a bigram model fitted on the training text. Then the model writes with
+:func:`~lbdl_graph.frontends.generation.generate` from an exported generation bundle
+(prefill + decode graphs with a KV cache, on ONNX Runtime): greedy decoding is first checked
+token for token against recomputing the whole window at every step (NumPy), then, starting from
+``"def "``, it samples at two temperatures (seeded); for each we print the text and the share
 of its identifiers that occur in the corpus (also measured for unigram samples). ONNX Runtime
 is checked against NumPy on held-out windows.
 
@@ -25,8 +27,9 @@ import textwrap
 import numpy as np
 from _common import check_onnx, parse_args, stage
 
-from lbdl_graph.backends.onnx import OrtRunner
 from lbdl_graph.frontends import InputSpec, manual_seed, trace
+from lbdl_graph.frontends.generation import RecomputeRunner, generate, trace_recompute
+from lbdl_graph.frontends.generation.bundle import export_generation, load_generation
 from lbdl_graph.frontends.training import fit
 from lbdl_graph.frontends.zoo import GPT, GPTConfig
 from lbdl_graph.passes.optim import Adam, CosineLR, WarmupLR
@@ -48,18 +51,6 @@ def known_share(text: str, words: set[str]) -> float:
     """Share of the identifiers (3+ letters) of ``text`` that occur in the corpus."""
     found = IDENT.findall(text)
     return sum(w in words for w in found) / max(len(found), 1)
-
-
-def sample(runner: OrtRunner, prompt: list[int], n: int, temperature: float,
-           rng: np.random.Generator) -> list[int]:
-    """Extend ``prompt`` by ``n`` ids, each drawn from the last position's softmax."""
-    ids = list(prompt)
-    for _ in range(n):
-        window = np.array([ids[-CONTEXT:]], np.int64)
-        logits = runner.run({"idx": window})["output"][0, -1].astype(np.float64)
-        p = np.exp((logits - logits.max()) / temperature)
-        ids.append(int(rng.choice(len(p), p=p / p.sum())))
-    return ids
 
 
 def main() -> None:
@@ -95,16 +86,32 @@ def main() -> None:
 
     graph = trace(model, {"idx": InputSpec(("N", "T"), "int64")}, training=False)
     check_onnx(graph, {"idx": xv[:16]}, args.out, "generate_text")
-    runner = OrtRunner(args.out / "generate_text.onnx")
+    export_generation(model, args.out / "generate_text_bundle")
+    bundle = load_generation(args.out / "generate_text_bundle")
     rng = np.random.default_rng(args.seed)
     words = set(IDENT.findall(text[:split]))
     n = 40 if args.quick else 300
+    prompt = [chars.index(c) for c in "def "]
+    kv = generate(bundle.runner, prompt, CONTEXT - len(prompt))
+    full = generate(RecomputeRunner(trace_recompute(model), len(chars), CONTEXT), prompt,
+                    CONTEXT - len(prompt))
+    print(f"greedy, {len(kv.tokens[0])} tokens: KV cache (onnxruntime, "
+          f"{kv.decode_tokens_per_s:.0f} tokens/s) vs full recompute (numpy): "
+          f"{'identical' if kv.tokens == full.tokens else 'DIFFERENT'}")
+    if kv.tokens != full.tokens:
+        raise SystemExit(1)
     uni_text = "".join(rng.choice(chars, size=n, p=np.bincount(train) / len(train)))
     print(f"unigram samples: {known_share(uni_text, words):.0%} of identifiers occur in the "
           "corpus")
-    prompt = [chars.index(c) for c in "def "]
     for temperature in (0.5, 1.0):
-        out = "".join(chars[i] for i in sample(runner, prompt, n, temperature, rng))
+        # the context holds 32 characters: continue from the last 16, 16 at a time
+        ids = list(prompt)
+        while len(ids) < len(prompt) + n:
+            window = ids[-(CONTEXT // 2):]
+            step = min(CONTEXT - len(window), len(prompt) + n - len(ids))
+            ids += generate(bundle.runner, window, step, temperature=temperature,
+                            seed=args.seed + len(ids)).tokens[0]
+        out = "".join(chars[i] for i in ids)
         print(f"--- GPT sample at temperature {temperature} ({known_share(out, words):.0%} of "
               f"identifiers occur in the corpus):\n{out}\n---")
 

@@ -13,6 +13,10 @@ from lbdl_graph.shapes import normalize_axes
 from . import tensor as _t
 
 if TYPE_CHECKING:
+    from lbdl_graph.dtypes import DType
+    from lbdl_graph.graph import Value
+    from lbdl_graph.shapes import Dim
+
     from .tensor import Tensor
 
 __all__ = ["TensorMath"]
@@ -22,10 +26,20 @@ class TensorMath:
     """Elementwise math, masking, softmax and reductions (mixed into Tensor)."""
 
     __slots__ = ()
-    value: Any
-    shape: Any
-    dtype: Any
-    ndim: int
+    if TYPE_CHECKING:  # what the methods use of Tensor, the class that mixes them in
+
+        @property
+        def value(self) -> Value: ...
+        @property
+        def shape(self) -> tuple[Dim, ...]: ...
+        @property
+        def dtype(self) -> DType: ...
+        @property
+        def ndim(self) -> int: ...
+        def reshape(self, *shape: Any) -> Tensor: ...
+        def __neg__(self) -> Tensor: ...
+        def __mul__(self, o: Any) -> Tensor: ...
+        def __invert__(self) -> Tensor: ...
 
     # ---- elementwise methods ----
     def add(self, o: Any) -> Tensor:

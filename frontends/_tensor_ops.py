@@ -15,6 +15,7 @@ from lbdl_graph.opdef import OpDef
 from lbdl_graph.ops.shape import INT_MAX
 from lbdl_graph.shapes import Dim, fmt_shape, normalize_axis
 
+from ._tensor_math import TensorMath
 from .tensor import Tensor, as_tensor, error
 
 __all__ = [
@@ -49,7 +50,7 @@ def operands(a: Any, b: Any) -> tuple[Tensor, Tensor]:
                 f"{type(b).__name__}")
 
 
-def unary(op: OpDef, x: Tensor) -> Tensor:
+def unary(op: OpDef, x: TensorMath) -> Tensor:
     """Apply a one-input op."""
     return Tensor(op(x.value))
 
@@ -110,7 +111,8 @@ def axes_of(dim: int | Sequence[int]) -> list[int]:
     return [int(dim)] if isinstance(dim, int | np.integer) else [int(d) for d in dim]
 
 
-def reduce(op: OpDef, x: Tensor, dim: int | Sequence[int] | None, keepdim: bool) -> Tensor:
+def reduce(op: OpDef, x: TensorMath, dim: int | Sequence[int] | None, keepdim: bool
+           ) -> Tensor:
     """A reduction over ``dim`` (None: every axis)."""
     axes = None if dim is None else axes_of(dim)
     return Tensor(op(x.value, axes=axes, keepdims=keepdim))
@@ -162,7 +164,7 @@ def flatten(x: Tensor, start: int, end: int) -> Tensor:
         return x
     mid = x.shape[s:e + 1]
     static = all(isinstance(d, int) for d in mid)
-    merged: Dim = math.prod(mid) if static else -1  # type: ignore[arg-type]
+    merged: Dim = math.prod(mid) if static else -1
     return x.reshape([*x.shape[:s], merged, *x.shape[e + 1:]])
 
 

@@ -34,6 +34,7 @@ class TraceState:
         module_paths: dotted paths of the traced model's sub-modules, by ``id``.
         updates: new values of buffers recorded by training-mode layers, by buffer name.
         salt: the next dropout salt (each stochastic call gets its own stream).
+        kv_cache: the active :class:`~lbdl_graph.frontends.layers.kv_cache.KVCache`, if any.
     """
 
     def __init__(self, builder: GraphBuilder) -> None:
@@ -42,6 +43,7 @@ class TraceState:
         self.module_paths: dict[int, str] = {}
         self.updates: dict[str, Value] = {}
         self.salt = 0
+        self.kv_cache: Any = None
         self._leaves: dict[int, tuple[Any, Value]] = {}
         self._stack: list[str] = []
         self._rng: Value | None = None

@@ -66,6 +66,9 @@ class Module:
                           "assigning parameters or sub-modules") from None
 
     def __setattr__(self, name: str, value: Any) -> None:
+        params: dict[str, Any] | None
+        buffers: dict[str, Any] | None
+        modules: dict[str, Any] | None
         if isinstance(value, Parameter | Module):
             params, buffers, modules = self._dicts()
             for d in (self.__dict__, params, buffers, modules):

@@ -9,7 +9,6 @@ import numpy as np
 
 from lbdl_graph.dtypes import DType, dtype
 from lbdl_graph.graph import Value
-from lbdl_graph.shapes import Dim
 
 from .context import current_state
 from .tensor import Tensor
@@ -67,7 +66,7 @@ class _Leaf(Tensor):
         return current_state().value_of(self)
 
     @property
-    def shape(self) -> tuple[Dim, ...]:
+    def shape(self) -> tuple[int, ...]:
         """The shape of the data."""
         return tuple(int(d) for d in self._data.shape)
 

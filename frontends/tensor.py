@@ -16,7 +16,7 @@ from lbdl_graph import ops
 from lbdl_graph.dtypes import DType, dtype
 from lbdl_graph.errors import DTypeError, LbdlError, OpError, ShapeError
 from lbdl_graph.graph import Value
-from lbdl_graph.shapes import Dim, normalize_axes, normalize_axis
+from lbdl_graph.shapes import Dim, is_static, normalize_axes, normalize_axis
 from lbdl_graph.source import caller_location
 from lbdl_graph.types import TensorType
 
@@ -359,11 +359,11 @@ class Tensor(TensorMath):
         return self
 
 
-def reduced_count(x: Tensor, axes: Sequence[int]) -> int | Tensor:
+def reduced_count(x: TensorMath, axes: Sequence[int]) -> int | Tensor:
     """How many elements each reduction over ``axes`` sees: an int for static dims, else a
     scalar tensor of x's dtype computed in the graph."""
     dims = [x.shape[a] for a in axes]
-    if all(isinstance(d, int) for d in dims):
+    if is_static(dims):
         return int(np.prod(dims, dtype=np.int64))
     ones = Tensor(ops.full_like(x.value, value=1.0))
     return ones.sum(list(axes)).reshape(-1)[0]

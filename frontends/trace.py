@@ -106,7 +106,8 @@ def trace(model: Module | Callable[..., Any], inputs: Mapping[str, Any] | Sequen
     """
     is_module = isinstance(model, Module)
     root = model if isinstance(model, Module) else module
-    gname = name or (type(model).__name__ if is_module else getattr(model, "__name__", "graph"))
+    gname = name or (type(model).__name__ if is_module
+                     else str(getattr(model, "__name__", "graph")))
     b = GraphBuilder(gname)
     st = state_for(b)
     saved: list[tuple[Module, bool]] = []
@@ -126,7 +127,7 @@ def trace(model: Module | Callable[..., Any], inputs: Mapping[str, Any] | Sequen
                           for k, s in specs.items()}
                 args: list[Tensor] = []
             else:
-                fn = model.forward if is_module else model
+                fn = model.forward if isinstance(model, Module) else model
                 names = _arg_names(fn, len(inputs))
                 lst = [_spec(v, f"{i}") for i, v in enumerate(inputs)]
                 args = [Tensor(b.input(s.name or n, s.dtype, shape_of(s.shape)))

@@ -13,6 +13,7 @@ from .dtypes import DType, dtype
 from .errors import (
     AutodiffError,
     CheckpointError,
+    DistributedError,
     DTypeError,
     ExecutionError,
     GraphError,
@@ -55,6 +56,7 @@ __all__ = [
     "CheckpointError",
     "DType",
     "DTypeError",
+    "DistributedError",
     "ExecutionError",
     "Graph",
     "GraphBuilder",

@@ -39,9 +39,9 @@ def to_networkx(graph: Graph) -> nx.MultiDiGraph:
         for v in n.outputs:
             producer[v] = n.name
     for n in graph.nodes:
-        for v in n.inputs:
-            if v is not None and v in producer:
-                g.add_edge(producer[v], n.name, value=v.name)
+        for u in n.inputs:
+            if u is not None and u in producer:
+                g.add_edge(producer[u], n.name, value=u.name)
     return g
 
 

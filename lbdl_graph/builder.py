@@ -256,7 +256,7 @@ class GraphBuilder:
 
         arr = np.asarray(value, dtype=dtype(dt).numpy if dt is not None else None)
         with self:
-            return ops.constant(value=arr, name=name)  # type: ignore[no-any-return]
+            return ops.constant(value=arr, name=name)
 
     def value_type(self, v: Value) -> TensorType:
         """The type of a value (convenience for rules)."""

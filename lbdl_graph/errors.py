@@ -15,7 +15,9 @@ __all__ = [
     "AutodiffError",
     "CheckpointError",
     "DTypeError",
+    "DistributedError",
     "ExecutionError",
+    "GenerationError",
     "GraphError",
     "InputError",
     "LbdlError",
@@ -99,6 +101,11 @@ class InputError(LbdlError):
     """Run-time inputs that do not match the graph's declared inputs."""
 
 
+class GenerationError(InputError):
+    """Bad generation input: a prompt longer than the context, token ids outside the
+    vocabulary, sampling parameters out of range, an unreadable tokenizer or export."""
+
+
 class ExecutionError(LbdlError):
     """A kernel failed while running a graph."""
 
@@ -125,3 +132,15 @@ class ResourceError(LbdlError):
     def __init__(self, message: str, *, nbytes: int = 0, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.nbytes = nbytes
+
+
+class DistributedError(LbdlError):
+    """A data-parallel run that cannot go on: ranks that disagree (model, config, state), a rank
+    that failed or did not reach a collective in time. ``ranks`` names the ranks at fault;
+    ``collective`` is True when every rank raises the same error (no abort needed)."""
+
+    def __init__(self, message: str, *, ranks: tuple[int, ...] = (), collective: bool = False,
+                 **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.ranks = tuple(ranks)
+        self.collective = collective

@@ -12,7 +12,7 @@ import math
 import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 from .errors import ShapeError
 
@@ -63,14 +63,14 @@ def fmt_shape(shape: Sequence[Dim]) -> str:
     return "[" + ",".join(str(d) for d in shape) + "]"
 
 
-def is_static(shape: Sequence[Dim]) -> bool:
+def is_static(shape: Sequence[Dim]) -> TypeGuard[Sequence[int]]:
     """True if every dim is a concrete int."""
     return all(isinstance(d, int) for d in shape)
 
 
 def numel(shape: Sequence[Dim]) -> int | None:
     """Number of elements, or None if a dim is symbolic."""
-    return math.prod(shape) if is_static(shape) else None  # type: ignore[arg-type]
+    return math.prod(shape) if is_static(shape) else None
 
 
 def normalize_axis(axis: int, ndim: int) -> int:

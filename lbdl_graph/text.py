@@ -245,7 +245,8 @@ def _eval_attr_raw(node: ast.AST) -> Any:
         if isinstance(node.args[1], ast.Constant) and node.args[1].value is Ellipsis:
             raise ValueError("an elided tensor (printed with max_elems) cannot be parsed")
         arg = node.args[0]
-        ttype = parse_type(arg.value if isinstance(arg, ast.Constant) else ast.unparse(arg))
+        spelled = arg.value if isinstance(arg, ast.Constant) else None
+        ttype = parse_type(spelled if isinstance(spelled, str) else ast.unparse(arg))
         raw = _eval_attr(node.args[1])
         with np.errstate(all="raise"):
             try:
@@ -299,8 +300,8 @@ def parse_graph(text: str, params: Mapping[str, np.ndarray] | None = None) -> Gr
     from .builder import GraphBuilder
 
     params = dict(params or {})
-    lines = [(i + 1, _strip_comment(raw)) for i, raw in enumerate(text.splitlines())]
-    lines = [(no, code, note) for no, (code, note) in lines if code.strip()]
+    stripped = [(i + 1, _strip_comment(raw)) for i, raw in enumerate(text.splitlines())]
+    lines = [(no, code, note) for no, (code, note) in stripped if code.strip()]
     if not lines:
         raise ParseError("empty graph text")
     env: dict[str, Value] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -37,12 +38,10 @@ class TensorType:
     def nbytes(self, bindings: dict[str, int] | None = None) -> int | None:
         """Bytes needed to hold the tensor, resolving symbolic dims from ``bindings``."""
         dims = [bindings.get(d) if isinstance(d, str) and bindings else d for d in self.shape]
-        if any(not isinstance(d, int) for d in dims):
+        ints = [d for d in dims if isinstance(d, int)]
+        if len(ints) != len(dims):
             return None
-        n = 1
-        for d in dims:
-            n *= d  # type: ignore[operator]
-        return int(n * self.dtype.bits + 7) // 8
+        return int(math.prod(ints) * self.dtype.bits + 7) // 8
 
     def with_shape(self, shape: Sequence[Dim]) -> TensorType:
         """Same dtype, another shape."""

@@ -52,17 +52,17 @@ def verify(graph: Graph) -> Graph:
         if node.name in node_names:
             raise _fail(GraphError, f"two nodes are named '{node.name}'", node)
         node_names.add(node.name)
-        for i, v in enumerate(node.inputs):
-            if v is None or v in defined:
+        for i, u in enumerate(node.inputs):
+            if u is None or u in defined:
                 continue
-            if v in producers:
+            if u in producers:
                 cycle = find_cycle(graph.nodes)
                 if cycle:
                     raise _fail(GraphError, "graph has a cycle: " + " -> ".join(cycle + cycle[:1]),
                                 node)
-                raise _fail(GraphError, f"input {i} (%{v.name}) is used before node "
-                            f"'{producers[v].name}' defines it (nodes are out of order)", node)
-            raise _fail(GraphError, f"input {i} (%{v.name}) is not defined in the graph", node)
+                raise _fail(GraphError, f"input {i} (%{u.name}) is used before node "
+                            f"'{producers[u].name}' defines it (nodes are out of order)", node)
+            raise _fail(GraphError, f"input {i} (%{u.name}) is not defined in the graph", node)
         _check_node_types(node)
         for v in node.outputs:
             define(v, f"node '{node.name}'", node)

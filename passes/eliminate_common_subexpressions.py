@@ -38,7 +38,7 @@ def attr_key(value: Any) -> Hashable:
         hash(value)
     except TypeError:
         return ("object", id(value))
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def _key(node: Node) -> Hashable:

@@ -26,7 +26,7 @@ def _static(data: np.ndarray, like: Value, suffix: str) -> Value:
     """New folded data as a parameter when ``like`` is one, else as a constant."""
     p = param_of(like)
     if p is None:
-        return ops.constant(value=data)  # type: ignore[no-any-return]
+        return ops.constant(value=data)
     return new_param(f"{like.name}.{suffix}", data, trainable=p.trainable)
 
 
@@ -43,7 +43,7 @@ def _fold(x: Value, w: Value, b: Value | None, scale: Value, bias: Value, mean: 
     new_b = ((b_data.astype(np.float64) - mu) * s + beta).astype(w.dtype.numpy)
     folded_w = _static(new_w, w, "folded")
     folded_b = _static(new_b, w, "folded_bias") if b is None else _static(new_b, b, "folded")
-    return ops.conv(x, folded_w, folded_b, **conv.attrs)  # type: ignore[no-any-return]
+    return ops.conv(x, folded_w, folded_b, **conv.attrs)
 
 
 x, w = P.var("x"), P.var("w")

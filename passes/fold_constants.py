@@ -24,7 +24,14 @@ import numpy as np
 from lbdl_graph import ops
 from lbdl_graph.graph import Graph, Node, Value
 from lbdl_graph.opdef import OpDef, Trait
-from lbdl_graph.shapes import broadcast_shapes, normalize_axes, normalize_axis, reshape_shape
+from lbdl_graph.shapes import (
+    Dim,
+    broadcast_shapes,
+    is_static,
+    normalize_axes,
+    normalize_axis,
+    reshape_shape,
+)
 
 from .base import PassResult
 
@@ -70,7 +77,12 @@ def _cast(x: Array, *, to: Any) -> Array | None:
 
 
 def _reshape(x: Array, *, shape: tuple[int, ...]) -> Array:
-    return x.reshape(reshape_shape(x.shape, shape))  # type: ignore[arg-type]
+    return x.reshape(reshape_shape(x.shape, shape))
+
+
+def _broadcast(x: Array, shape: Sequence[Dim]) -> Array | None:
+    out = broadcast_shapes(x.shape, shape)
+    return np.broadcast_to(x, out) if is_static(out) else None  # a symbolic dim: decline
 
 
 def _slice(x: Array, *, starts: tuple[int, ...], ends: tuple[int, ...],
@@ -133,9 +145,8 @@ FOLDERS: dict[OpDef, Callable[..., Any]] = {
     ops.reshape: _reshape, ops.transpose: lambda x, *, perm: np.transpose(x, perm),
     ops.squeeze: _squeeze, ops.unsqueeze: _unsqueeze, ops.slice_: _slice, ops.split: _split,
     ops.concat: lambda *xs, axis: np.concatenate(xs, axis=normalize_axis(axis, xs[0].ndim)),
-    ops.expand: lambda x, *, shape: np.broadcast_to(x, broadcast_shapes(x.shape, shape)),
-    ops.broadcast_like: lambda x, like: np.broadcast_to(x, broadcast_shapes(x.shape,
-                                                                            like.shape)),
+    ops.expand: lambda x, *, shape: _broadcast(x, shape),
+    ops.broadcast_like: lambda x, like: _broadcast(x, like.shape),
     ops.tile: lambda x, *, repeats: np.tile(x, repeats),
     ops.gather: lambda x, i, *, axis: np.take(x, i, axis=normalize_axis(axis, x.ndim)),
     ops.full_like: _full, ops.iota_like: _iota,
@@ -154,7 +165,7 @@ def fold_node(node: Node, args: Sequence[Array | None]) -> Array | Sequence[Arra
     if fn is None:
         return None
     with np.errstate(all="ignore"):
-        return fn(*args, **node.attrs)  # type: ignore[no-any-return]
+        return fn(*args, **node.attrs)
 
 
 def _args(node: Node, known: dict[Value, Array]) -> list[Array | None] | None:

@@ -18,6 +18,7 @@ guarantees (key 0); so an additive mask next to it must be a finite constant.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import ml_dtypes
 import numpy as np
@@ -60,7 +61,7 @@ def _key_operand(ks: Value, kt: Node) -> Value:
     k_perm = (*perm[:-2], perm[-1], perm[-2])
     if k_perm == tuple(range(n)):
         return ks
-    return ops.transpose(ks, perm=k_perm)  # type: ignore[no-any-return]
+    return ops.transpose(ks, perm=k_perm)
 
 
 # the iota compared first, for each comparison: where(cmp(i1, i2), s, low) keeps when true,
@@ -108,11 +109,11 @@ def _attention(scale_op: str) -> Callable[..., Value | None]:
                 mask, causal = None, True
             elif by_where and (data is None or not np.isfinite(data).all()):
                 return None  # a row of -inf could leave no visible key
-        attrs = {"scale": scale, "causal": causal}
+        attrs: dict[str, Any] = {"scale": scale, "causal": causal}
         k = _key_operand(ks, kt)
         if try_infer(ops.attention, q, k, v, mask, **attrs) != root.outputs[0].type:
             return None
-        return ops.attention(*operands(q, k, v, mask), **attrs)  # type: ignore[no-any-return]
+        return ops.attention(*operands(q, k, v, mask), **attrs)
 
     return replace
 

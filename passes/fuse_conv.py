@@ -21,16 +21,16 @@ def _conv_add(x: Value, w: Value, b: Value | None, r: Value, conv: Node,
               root: Node) -> Value | None:
     if try_infer(ops.fused_conv, x, w, b, r, **conv.attrs) != root.outputs[0].type:
         return None
-    return ops.fused_conv(*operands(x, w, b, r), **conv.attrs)  # type: ignore[no-any-return]
+    return ops.fused_conv(*operands(x, w, b, r), **conv.attrs)
 
 
 def _conv_relu(x: Value, w: Value, b: Value | None, conv: Node) -> Value:
-    return ops.fused_conv(*operands(x, w, b), **conv.attrs, activation="relu")  # type: ignore[no-any-return]
+    return ops.fused_conv(*operands(x, w, b), **conv.attrs, activation="relu")
 
 
 def _fused_relu(x: Value, w: Value, b: Value | None, r: Value | None, conv: Node) -> Value:
     attrs = {**conv.attrs, "activation": "relu"}
-    return ops.fused_conv(*operands(x, w, b, r), **attrs)  # type: ignore[no-any-return]
+    return ops.fused_conv(*operands(x, w, b, r), **attrs)
 
 
 x, w, r = P.var("x"), P.var("w"), P.var("r")

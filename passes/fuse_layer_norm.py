@@ -64,19 +64,19 @@ def _norm(x: Value, eps: Value, m1: Node, m2: Node, root: Node, gamma: Value | N
     if try_infer(ops.layer_norm, x, gamma, axis=axis, epsilon=epsilon) != root.outputs[0].type:
         return None
     # the absent bias is spelled out: kernels take it positionally
-    return ops.layer_norm(x, gamma, None, axis=axis, epsilon=epsilon)  # type: ignore[no-any-return]
+    return ops.layer_norm(x, gamma, None, axis=axis, epsilon=epsilon)
 
 
 def _scale(x: Value, gamma: Value, ln: Node, root: Node) -> Value | None:
     if try_infer(ops.layer_norm, x, gamma, **ln.attrs) != root.outputs[0].type:
         return None
-    return ops.layer_norm(x, gamma, None, **ln.attrs)  # type: ignore[no-any-return]
+    return ops.layer_norm(x, gamma, None, **ln.attrs)
 
 
 def _shift(x: Value, gamma: Value, beta: Value, ln: Node, root: Node) -> Value | None:
     if try_infer(ops.layer_norm, x, gamma, beta, **ln.attrs) != root.outputs[0].type:
         return None
-    return ops.layer_norm(x, gamma, beta, **ln.attrs)  # type: ignore[no-any-return]
+    return ops.layer_norm(x, gamma, beta, **ln.attrs)
 
 
 def _normalised(square: str, root: bool) -> Pat:

@@ -22,14 +22,14 @@ _GELU = {"none": "gelu", "tanh": "gelu_tanh"}
 def _matmul_add(x: Value, w: Value, b: Value, root: Node) -> Value | None:
     if try_infer(ops.linear, x, w, b) != root.outputs[0].type:
         return None
-    return ops.linear(x, w, b)  # type: ignore[no-any-return]
+    return ops.linear(x, w, b)
 
 
 def _activation(x: Value, w: Value, b: Value | None, root: Node) -> Value | None:
     act = "relu" if root.op is ops.relu else _GELU.get(root.attrs.get("approximate", ""))
     if act is None:
         return None
-    return ops.linear(*operands(x, w, b), activation=act)  # type: ignore[no-any-return]
+    return ops.linear(*operands(x, w, b), activation=act)
 
 
 x, w, b = P.var("x"), P.var("w", where=lambda v: v.ndim == 2), P.var("b")

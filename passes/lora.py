@@ -153,7 +153,8 @@ def _check_uses(g: Graph, weight: str, uses: list[_Use]) -> None:
     """Every live read of ``weight`` must be one of its linear ``uses``; else OpError naming
     the weight and the first offending node."""
     allowed = {u.node for u in uses} | {c for u in uses for c in u.chain}
-    problem = next(((u.node, u.bad) for u in uses if u.bad), None)
+    problem: tuple[Node | None, str] | None = next(((u.node, u.bad) for u in uses if u.bad),
+                                                   None)
     if uses:
         frontier = {_root(u) for u in uses} | {o for u in uses for c in u.chain
                                                for o in c.outputs}
@@ -480,10 +481,11 @@ def load_adapters(graph: Graph, path: str | os.PathLike[str]) -> Graph:
         raise CheckpointError(f"adapters {path} do not fit the adapters of graph "
                               f"'{graph.name}': weights {diff} differ (missing, or other rank "
                               "or alpha)")
-    arrays = {current[w][k]: tensors.get(adapters[w][k]) for w in adapters for k in ("A", "B")}
-    absent = sorted(n for n, v in arrays.items() if v is None)
+    found = {current[w][k]: tensors.get(adapters[w][k]) for w in adapters for k in ("A", "B")}
+    absent = sorted(n for n, v in found.items() if v is None)
     if absent:
         raise CheckpointError(f"adapter file {path} lacks tensors {absent}")
+    arrays = {n: v for n, v in found.items() if v is not None}
     try:
         return graph.with_params(arrays)
     except LbdlError as e:

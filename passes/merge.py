@@ -211,5 +211,5 @@ def merge_graphs(base: Graph, graphs: Sequence[Graph], method: str = "task_arith
     if method == "ties":
         merged = ties_merge(base.param_arrays(), fts, **options)  # type: ignore[arg-type]
     else:
-        merged = task_arithmetic(base.param_arrays(), fts, **options)  # type: ignore[arg-type]
+        merged = task_arithmetic(base.param_arrays(), fts, **options)
     return base.with_params(merged)

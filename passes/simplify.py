@@ -73,7 +73,7 @@ def _transposes(x: Value, inner: Node, outer: Node) -> Value:
     combined = tuple(p[i] for i in q)  # out[k] = x axis p[q[k]]
     if combined == tuple(range(len(combined))):
         return x
-    return ops.transpose(x, perm=combined)  # type: ignore[no-any-return]
+    return ops.transpose(x, perm=combined)
 
 
 def _reshapes(x: Value, outer: Node) -> Value | None:
@@ -86,9 +86,9 @@ def _reshapes(x: Value, outer: Node) -> Value | None:
     except ShapeError:
         direct = None
     if direct == tuple(out.shape):
-        return ops.reshape(x, shape=target)  # type: ignore[no-any-return]
+        return ops.reshape(x, shape=target)
     if out.type.is_static:
-        return ops.reshape(x, shape=tuple(int(d) for d in out.shape))  # type: ignore[no-any-return]
+        return ops.reshape(x, shape=tuple(int(d) for d in out.shape))
     return None
 
 
@@ -99,7 +99,7 @@ def _casts(x: Value, inner: Node, outer: Node) -> Value | None:
     # an out-of-range float -> int cast is not an integer wrap-around: keep int->float->int
     if src.is_integer and mid.is_float and dst.is_integer and not lossless_cast(src, dst):
         return None
-    return x if dst == src else ops.cast(x, to=dst)  # type: ignore[no-any-return]
+    return x if dst == src else ops.cast(x, to=dst)
 
 
 def _cast_same(x: Value, root: Node) -> Value | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +29,8 @@ from lbdl_graph.graph import Graph, Value
 
 from .optim import Optimizer, as_schedule, clip_by_global_norm
 
-__all__ = ["TrainStep", "TrainStepInfo", "make_train_step", "params_to_inputs"]
+__all__ = ["SplitTrainStep", "TrainStep", "TrainStepInfo", "make_split_train_step",
+           "make_train_step", "params_to_inputs", "rank_seed"]
 
 STEP = "step"
 
@@ -53,6 +55,12 @@ class TrainStepInfo:
                              meta["loss"], tuple(meta["metrics"]))
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """The dropout seed of data-parallel rank ``rank``: ``seed`` itself on rank 0, a distinct
+    31-bit seed on every other rank (so masks differ per rank and stay reproducible)."""
+    return seed if rank == 0 else (seed + rank * 0x9E3779B1) & (2**31 - 1)
+
+
 def params_to_inputs(graph: Graph, names: Sequence[str]) -> Graph:
     """Turn parameters into graph inputs (same Value objects, so every node is kept)."""
     moved = [graph.param_map[n] for n in names]
@@ -60,21 +68,22 @@ def params_to_inputs(graph: Graph, names: Sequence[str]) -> Graph:
     return graph.replace(inputs=[*graph.inputs, *(p.value for p in moved)], params=keep)
 
 
-def make_train_step(
-    graph: Graph,
-    optimizer: Optimizer,
-    *,
-    loss: str = "loss",
-    metrics: Sequence[str] | None = None,
-    clip_grad_norm: float | None = None,
-    seed: int = 0,
-) -> TrainStep:
-    """Compile ``graph`` (forward + loss) into one training-step graph; see the module doc.
+@dataclass
+class _Parts:
+    """The pieces shared by the fused and the split step: the gradient half in a builder."""
 
-    ``metrics`` are forward outputs reported each step (default: every output except the loss
-    and state updates); with ``clip_grad_norm`` the global gradient norm is clipped and reported
-    as metric ``grad_norm``.
-    """
+    builder: GraphBuilder
+    step: Value
+    values: dict[str, Value]  # outputs of the gradient graph by name
+    trainable: list[str]
+    updates: dict[str, str]  # buffer -> forward output holding its next value
+    metrics: list[str]
+    batch: list[str]
+    initial: dict[str, np.ndarray]
+
+
+def _gradient_half(graph: Graph, loss: str, metrics: Sequence[str] | None, seed: int) -> _Parts:
+    """Forward + loss + backward with parameters and buffers as inputs, the key from ``step``."""
     from .autodiff import grad
 
     if loss not in graph.output_names():
@@ -111,12 +120,17 @@ def make_train_step(
     else:
         for n in g.nodes:
             b.emit(n)
+    return _Parts(b, step, {v.name: v for v in g.outputs}, trainable, updates, list(metrics),
+                  batch, initial)
+
+
+def _update_half(b: GraphBuilder, trainable: Sequence[str], step: Value,
+                 grads: dict[str, Value], optimizer: Optimizer, clip_grad_norm: float | None,
+                 outputs: dict[str, Value]) -> list[str]:
+    """Clipping and the optimizer update, built in ``b`` (active); adds to ``outputs`` and
+    returns the optimizer-state names."""
     opt = f"optim:{type(optimizer).__name__.lower()}"
-    with b, b.scope("optimizer"), b.provenance("optim", opt):
-        values = {v.name: v for v in g.outputs}
-        grads = {p: values[f"grad:{p}"] for p in trainable}
-        outputs: dict[str, Value] = {loss: values[loss]}
-        outputs.update((m, values[m]) for m in metrics)
+    with b.scope("optimizer"), b.provenance("optim", opt):
         if clip_grad_norm is not None:
             with b.provenance(origin="optim:clip_grad_norm"):
                 grads, norm = clip_by_global_norm(grads, clip_grad_norm)
@@ -135,21 +149,120 @@ def make_train_step(
             for s, v in new_slots.items():
                 outputs[f"opt.{s}/{p}:next"] = v
                 state_names.append(f"opt.{s}/{p}")
-        for buf, out in updates.items():
-            outputs[f"{buf}:next"] = values[out]
         with b.provenance(origin="optim:step"):
             outputs[f"{STEP}:next"] = ops.add(step, ops.constant(value=np.int64(1)))
-    state = [*trainable, *updates, *state_names, STEP]
-    step_graph = b.build(outputs, name=f"{graph.name}_train_step", prune=True)
+    return state_names
+
+
+def _finish(graph: Graph, parts: _Parts, optimizer: Optimizer, loss: str,
+            state_names: list[str], clip_grad_norm: float | None
+            ) -> tuple[TrainStepInfo, dict[str, np.ndarray], dict[str, Any]]:
+    """The step's info, initial state and metadata."""
+    trainable, initial = parts.trainable, parts.initial
+    state = [*trainable, *parts.updates, *state_names, STEP]
     init = dict(initial)
     init.update(optimizer.init_state({p: initial[p] for p in trainable}))
     init[STEP] = np.array(0, np.int64)
-    info = TrainStepInfo(tuple(state), tuple(trainable), tuple(batch), loss,
-                         (*metrics, *(["grad_norm"] if clip_grad_norm else []), "lr"))
+    info = TrainStepInfo(tuple(state), tuple(trainable), tuple(parts.batch), loss,
+                         (*parts.metrics, *(["grad_norm"] if clip_grad_norm else []), "lr"))
     meta = {k: v for k, v in graph.metadata.items() if k not in ("state_updates", "rng_input")}
     meta["train_step"] = {"state": list(info.state), "params": list(info.params),
                           "batch": list(info.batch), "loss": loss, "metrics": list(info.metrics)}
+    return info, init, meta
+
+
+def make_train_step(
+    graph: Graph,
+    optimizer: Optimizer,
+    *,
+    loss: str = "loss",
+    metrics: Sequence[str] | None = None,
+    clip_grad_norm: float | None = None,
+    seed: int = 0,
+) -> TrainStep:
+    """Compile ``graph`` (forward + loss) into one training-step graph; see the module doc.
+
+    ``metrics`` are forward outputs reported each step (default: every output except the loss
+    and state updates); with ``clip_grad_norm`` the global gradient norm is clipped and reported
+    as metric ``grad_norm``.
+    """
+    parts = _gradient_half(graph, loss, metrics, seed)
+    b, values = parts.builder, parts.values
+    outputs: dict[str, Value] = {loss: values[loss]}
+    outputs.update((m, values[m]) for m in parts.metrics)
+    with b:
+        grads = {p: values[f"grad:{p}"] for p in parts.trainable}
+        state_names = _update_half(b, parts.trainable, parts.step, grads, optimizer,
+                                   clip_grad_norm, outputs)
+    step_next = outputs.pop(f"{STEP}:next")
+    for buf, out in parts.updates.items():
+        outputs[f"{buf}:next"] = values[out]
+    outputs[f"{STEP}:next"] = step_next
+    step_graph = b.build(outputs, name=f"{graph.name}_train_step", prune=True)
+    info, init, meta = _finish(graph, parts, optimizer, loss, state_names, clip_grad_norm)
     return TrainStep(step_graph.replace(metadata=meta), info, init)
+
+
+def make_split_train_step(
+    graph: Graph,
+    optimizer: Optimizer,
+    *,
+    loss: str = "loss",
+    metrics: Sequence[str] | None = None,
+    clip_grad_norm: float | None = None,
+    seed: int = 0,
+) -> SplitTrainStep:
+    """The training step of :func:`make_train_step` as two graphs, for data parallelism.
+
+    The gradient graph maps (batch, parameters, buffers, step) to (loss, metrics, ``grad:<p>``,
+    ``<buffer>:next``); the update graph maps (parameters, optimizer state, step, ``grad:<p>``)
+    to (``<p>:next``, optimizer state ``:next``, ``step:next``, ``lr``, ``grad_norm``). Between
+    the two a runner averages the gradients over the ranks. State names and initial values are
+    those of the fused step, so checkpoints move between the two forms.
+    """
+    parts = _gradient_half(graph, loss, metrics, seed)
+    values = parts.values
+    g_out: dict[str, Value] = {loss: values[loss]}
+    g_out.update((m, values[m]) for m in parts.metrics)
+    g_out.update((f"grad:{p}", values[f"grad:{p}"]) for p in parts.trainable)
+    g_out.update((f"{buf}:next", values[out]) for buf, out in parts.updates.items())
+    grad_graph = parts.builder.build(g_out, name=f"{graph.name}_grad_step", prune=True)
+
+    ub = GraphBuilder(f"{graph.name}_update_step")
+    types = {v.name: v.type for v in grad_graph.inputs}
+    for p in parts.trainable:
+        ub.input(p, types[p].dtype, types[p].shape)
+    step = ub.input(STEP, "i64", ())
+    grads = {p: ub.input(f"grad:{p}", types[p].dtype, types[p].shape) for p in parts.trainable}
+    u_out: dict[str, Value] = {}
+    with ub:
+        state_names = _update_half(ub, parts.trainable, step, grads, optimizer, clip_grad_norm,
+                                   u_out)
+    update_graph = ub.build(u_out, prune=True)
+    info, init, meta = _finish(graph, parts, optimizer, loss, state_names, clip_grad_norm)
+    return SplitTrainStep(grad_graph.replace(metadata=meta), update_graph, info, init)
+
+
+@dataclass(frozen=True)
+class SplitTrainStep:
+    """A training step as a gradient graph and an update graph (see make_split_train_step)."""
+
+    grad_graph: Graph
+    update_graph: Graph
+    info: TrainStepInfo
+    initial_state: Mapping[str, np.ndarray]
+
+    @property
+    def update_state(self) -> tuple[str, ...]:
+        """The state the update graph reads and writes (parameters, optimizer state, step)."""
+        names = {v.name for v in self.update_graph.inputs}
+        return tuple(s for s in self.info.state if s in names)
+
+    @property
+    def grad_state(self) -> tuple[str, ...]:
+        """The state the gradient graph reads (parameters, buffers, step)."""
+        names = {v.name for v in self.grad_graph.inputs}
+        return tuple(s for s in self.info.state if s in names)
 
 
 @dataclass(frozen=True)

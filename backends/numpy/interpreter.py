@@ -208,8 +208,15 @@ class Interpreter:
             self._sizes_ok.add(key)
 
     def run(self, inputs: Mapping[str, Any] | None = None,
-            params: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-        """Run the graph; returns the outputs by name. ``params`` overrides parameter data."""
+            params: Mapping[str, np.ndarray] | None = None, *,
+            on_value: Mapping[str, Callable[[Any], None]] | None = None,
+            poll: Callable[[], None] | None = None) -> dict[str, np.ndarray]:
+        """Run the graph; returns the outputs by name. ``params`` overrides parameter data.
+
+        ``on_value`` maps value names to callbacks called with the array as soon as the node
+        producing it has run (the array must not be written to); ``poll`` is called after every
+        node. Both let a caller start work on early results (data-parallel gradient buckets).
+        """
         env: list[Any] = [None] * self._nslots
         for s, data in self._params_env:
             env[s] = data
@@ -224,6 +231,8 @@ class Interpreter:
         with np.errstate(all="ignore"):
             if self.profile or self.check_numerics or self.check_types:
                 self._run_checked(env)
+            elif on_value or poll:
+                self._run_hooked(env, on_value or {}, poll)
             else:
                 self._run_fast(env)
         copied = self._copied_outputs
@@ -242,7 +251,7 @@ class Interpreter:
 
     def _run_fast(self, env: list[Any]) -> None:
         # No local may keep an array past its step: the in-place check counts references.
-        step = None
+        step: _Step | None = None
         try:
             for step in self._steps:
                 if step.inplace is not None:
@@ -257,13 +266,59 @@ class Interpreter:
                 for f in step.frees:
                     env[f] = None
         except LbdlError as e:
+            assert step is not None  # only a step raises
             raise e.with_context(node=step.node.name, op=step.node.op.name,
                                  source=step.node.source) from None
         except Exception as e:  # a kernel failed: name the node and the user's line
+            assert step is not None
             raise self._kernel_error(step, env, e) from None
+
+    def _run_hooked(self, env: list[Any], on_value: Mapping[str, Callable[[Any], None]],
+                    poll: Callable[[], None] | None) -> None:
+        """_run_fast with callbacks (see :meth:`run`)."""
+        names = {v.name for v in self.graph.iter_values()}
+        unknown = sorted(set(on_value) - names)
+        if unknown:
+            raise InputError(f"on_value names unknown values {unknown} of graph "
+                             f"'{self.graph.name}'")
+        hooks: dict[int, list[tuple[int, Callable[[Any], None]]]] = {}
+        for i, planned in enumerate(self._steps):
+            for o, v in zip(planned.outs, planned.node.outputs, strict=True):
+                if v.name in on_value:
+                    hooks.setdefault(i, []).append((o, on_value[v.name]))
+        step: _Step | None = None
+        caller = False  # an error raised by a callback is the caller's: it passes unchanged
+        try:
+            for i, step in enumerate(self._steps):
+                if step.inplace is not None:
+                    env[step.outs[0]] = step.inplace(env)
+                elif step.multi:
+                    res = step.fn(*[env[j] if j >= 0 else None for j in step.ins])
+                    for o, r in zip(step.outs, res, strict=True):
+                        env[o] = r
+                    res = r = None
+                else:
+                    env[step.outs[0]] = step.fn(*[env[j] if j >= 0 else None for j in step.ins])
+                caller = True
+                for o, fn in hooks.get(i, ()):
+                    fn(env[o])
+                for f in step.frees:
+                    env[f] = None
+                if poll is not None:
+                    poll()
+                caller = False
+        except Exception as e:
+            if caller or step is None:
+                raise
+            if not isinstance(e, LbdlError):
+                raise self._kernel_error(step, env, e) from None
+            raise e.with_context(node=step.node.name, op=step.node.op.name,
+                                 source=step.node.source) from None
 
     def _run_checked(self, env: list[Any]) -> None:
         self.last_profile = []
+        args: list[Any] | None  # set to None after each step, as res and results
+        results: tuple[Any, ...] | None
         for step in self._steps:
             args = [] if step.inplace else [env[i] if i >= 0 else None for i in step.ins]
             t0 = time.perf_counter()

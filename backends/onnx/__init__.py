@@ -11,6 +11,7 @@ from .export import (
     to_onnx,
 )
 from .lowering import LOWERINGS, OnnxBuilder
+from .multi import save_onnx_models
 from .runner import OrtRunner, cuda_available, run_onnxruntime
 from .stateful import OrtStatefulRunner
 
@@ -26,5 +27,6 @@ __all__ = [
     "load_onnx_model",
     "run_onnxruntime",
     "save_onnx",
+    "save_onnx_models",
     "to_onnx",
 ]

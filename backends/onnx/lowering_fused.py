@@ -45,7 +45,9 @@ def _activation(b: OnnxBuilder, y: str, activation: str, dt: DType) -> str:
         return b.op("Relu", y, dtype=dt)
     if activation in ("gelu", "gelu_tanh"):
         approximate = "tanh" if activation == "gelu_tanh" else "none"
-        return LOWERINGS[ops.gelu](b, y, approximate=approximate)  # type: ignore[no-any-return]
+        out = LOWERINGS[ops.gelu](b, y, approximate=approximate)
+        assert isinstance(out, str)  # gelu has one output
+        return out
     return y
 
 
@@ -150,7 +152,8 @@ def _decomposed_attention(b: OnnxBuilder, q: str, k: str, v: str, mask: str | No
 @LOWERINGS.register(ops.attention)
 def _attention_onnx(b: OnnxBuilder, q: str, k: str, v: str, mask: str | None, *,
                     scale: float | None, causal: bool) -> str:
-    c = 1.0 / math.sqrt(b.in_type(0).shape[-1]) if scale is None else scale
+    # the type rule requires a static head size when scale is None
+    c = 1.0 / math.sqrt(int(b.in_type(0).shape[-1])) if scale is None else scale
     if _standard_attention_fits(b, mask):
         return _standard_attention(b, q, k, v, mask, c, causal)
     return _decomposed_attention(b, q, k, v, mask, c, causal)

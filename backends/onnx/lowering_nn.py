@@ -62,7 +62,7 @@ def _ceil_extra_windows(b: OnnxBuilder, kernel_shape: tuple[int, ...],
 def _cut(b: OnnxBuilder, y: str, axes: list[int]) -> str:
     out = b.out_type(0)
     return b.op("Slice", y, b.ints([0] * len(axes), name="starts"),
-                b.ints([out.shape[a] for a in axes], name="ends"), b.ints(axes, name="axes"))
+                b.ints([int(out.shape[a]) for a in axes], name="ends"), b.ints(axes, name="axes"))
 
 
 @LOWERINGS.register(ops.max_pool)

@@ -20,7 +20,8 @@ __all__ = ["main"]
 # Each verb module defines `register(subparsers) -> None`, adding one or more parsers whose
 # `func` default takes the parsed namespace and returns an exit code (`inspect_cmd` adds
 # `inspect`, `optimize` and `viz`).
-VERB_MODULES = ("ops", "train", "run", "export", "inspect", "quantize", "merge")
+VERB_MODULES = ("ops", "train", "run", "export", "inspect", "explore", "quantize", "merge",
+                "generate")
 
 
 class UsageError(Exception):

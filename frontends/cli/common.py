@@ -94,7 +94,8 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
 def save_npz(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) -> Path:
     """Write named arrays as an uncompressed ``.npz`` atomically."""
     buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    named: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
+    np.savez(buf, **named)
     return atomic_write(path, buf.getvalue())
 
 
@@ -265,12 +266,12 @@ def optimize(graph: Graph, level: str, *, check: bool = False, inference: bool =
     ``inference`` (the graph is run, drawn or exported for inference) runs ``fold_params``
     first at every level, O0 included, so no parameter is transposed or reshaped at run time.
     """
-    from lbdl_graph.passes.manager import PipelineReport, resolve_passes, run_passes
+    from lbdl_graph.passes.manager import PassReport, PipelineReport, resolve_passes, run_passes
 
     names = [p.strip() for p in level.split(",") if p.strip()] if "," in level else level
     steps = resolve_passes(names, inference=inference)
     executor: Callable[..., Any] | bool = numpy_eval if check else False
-    reports = []
+    reports: list[PassReport] = []
     rules: dict[str, str] = {}
     g = graph
     for name, p in steps:

@@ -15,7 +15,7 @@ from typing import Any
 
 from lbdl_graph.graph import Graph
 
-from .common import CliError, check_output, optimize, resolve_zoo
+from .common import CliError, UsageError, check_output, optimize, resolve_zoo
 
 __all__ = ["loss_for", "register", "train_step_model"]
 
@@ -62,10 +62,46 @@ def train_step_model(entry: Any, *, seed: int = 0, level: str = "O0", opset: int
     return model, graph, report
 
 
+def _generation(args: argparse.Namespace, entry: Any) -> int:
+    """``--generation``: the prefill/decode bundle of a causal language model."""
+    from lbdl_graph.frontends import manual_seed
+    from lbdl_graph.frontends.generation import trace_generation
+    from lbdl_graph.frontends.generation.bundle import export_generation
+    from lbdl_graph.frontends.generation.tokenizer import Tokenizer
+
+    out = check_output(args.output, mkdir=True)
+    manual_seed(args.seed)
+    model = entry.model()
+    if args.checkpoint is not None:
+        from lbdl_graph.frontends.training.checkpoint import load_checkpoint
+
+        state, _ = load_checkpoint(args.checkpoint)
+        model.load_state_dict(state)
+    graphs = trace_generation(model)
+    tok = (Tokenizer.load(args.tokenizer) if args.tokenizer is not None
+           else Tokenizer.bytes_only() if graphs.vocab_size >= 257 else None)
+    export_generation(graphs, out, tokenizer=tok, precision=args.precision,
+                      quantize=args.quantize, opset=args.opset)
+    print(f"{entry.name} generation bundle ({args.precision}"
+          f"{', ' + args.quantize if args.quantize else ''}): {len(graphs.layers)} cached "
+          f"attention layers, vocabulary {graphs.vocab_size}, context {graphs.context}")
+    for f in sorted(out.iterdir()):
+        if f.is_file():
+            print(f"  {f.name} ({f.stat().st_size:,} bytes)")
+    if tok is None:
+        print("  (no tokenizer: the vocabulary is too small for bytes; pass --tokenizer FILE)")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from lbdl_graph.backends.onnx import save_onnx, to_onnx
 
     entry = resolve_zoo(args.model, args.config)
+    if args.generation:
+        return _generation(args, entry)
+    for flag in ("tokenizer", "quantize", "checkpoint"):
+        if getattr(args, flag) is not None:
+            raise UsageError(f"--{flag} only applies with --generation")
     out = check_output(args.output)
     if args.train:
         model, graph, report = train_step_model(entry, seed=args.seed, level=args.level,
@@ -103,7 +139,8 @@ def register(sub: Any) -> None:
                        description="Trace a zoo model (an entry or a family name) and write it "
                                    "as an ONNX file.")
     p.add_argument("model", metavar="ZOO_MODEL", help="zoo entry (lenet_digits) or family (gpt)")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="the ONNX file")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.onnx",
+                   help="the ONNX file (a directory with --generation)")
     p.add_argument("--config", choices=("tiny", "default"), default=None,
                    help="the family's tiny (test-size) or default configuration")
     p.add_argument("--opset", type=int, default=21, help="ONNX opset, 17..26 (default 21)")
@@ -115,4 +152,16 @@ def register(sub: Any) -> None:
     p.add_argument("--strip-provenance", action="store_true",
                    help="leave source lines and IR names out of the model; keep them in "
                         "OUT.provenance.json beside it for error messages")
+    g = p.add_argument_group("generation bundles")
+    g.add_argument("--generation", action="store_true",
+                   help="write a generation bundle into the directory -o: prefill.onnx, "
+                        "decode.onnx (KV cache), tokenizer.json, generation_config.json")
+    g.add_argument("--tokenizer", metavar="FILE",
+                   help="tokenizer.json to bundle (default: UTF-8 bytes when the vocabulary "
+                        "has room)")
+    g.add_argument("--precision", choices=("float32", "float16", "bfloat16"),
+                   default="float32", help="weights, activations and cache (default float32)")
+    g.add_argument("--quantize", choices=("q8_0", "q4_0", "q4_1", "int8"), default=None,
+                   help="weight-only quantisation of the matmuls")
+    g.add_argument("--checkpoint", metavar="FILE", help="trained weights (safetensors)")
     p.set_defaults(func=_run)

@@ -7,11 +7,11 @@ pipeline does to it.
   activations only: values computed from parameters alone are reported on their own line.
 * ``optimize IN.onnx OUT.onnx``: import an ONNX model, run the pipeline (``--check`` compares
   every pass on NumPy) and export the result; the pass report goes to stdout.
-* ``viz MODEL -o OUT.svg``: an SVG from the builtin layered layout (nodes clustered by module)
-  or Graphviz DOT text (``--dot``) of the inference graph (layout ops on parameters folded into
-  stored weights by ``fold_params``). ``--diff LEVEL`` draws the graph before and after that
-  optimisation side by side (removed, added, fused and changed nodes coloured, with the pass
-  that made each new node); with ``--dot`` the optimised graph with those nodes highlighted.
+* ``viz MODEL -o OUT.svg``: an SVG of the inference graph (layout ops on parameters folded
+  into stored weights by ``fold_params``) collapsed by scope and laid out by Graphviz ``dot``
+  (``--depth``, ``--expand SCOPE``, ``--focus SCOPE``), or its DOT text (``--dot``).
+  ``--diff LEVEL`` draws the graph before and after that optimisation side by side (removed,
+  added, fused and changed boxes coloured, with the rule that made each new node).
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lbdl_graph.frontends.inspect.collapse import MAX_BOXES
+
+from . import UsageError
 from .common import (
     CliError,
     atomic_write,
@@ -30,11 +33,9 @@ from .common import (
     optimize,
     parse_bind,
 )
+from .explore_cmd import explore_command
 
 __all__ = ["register"]
-
-_DOT_COLORS = {"added": "#c6f6d5", "fused": "#e9d8fd", "changed": "#fefcbf"}
-
 
 def _inspect(args: argparse.Namespace) -> int:
     from lbdl_graph.frontends.inspect import summary
@@ -43,15 +44,17 @@ def _inspect(args: argparse.Namespace) -> int:
     graph = load_graph(args.model, config=args.config)
     table = summary(graph, by=args.by, bindings=dims, depth=args.depth)
     opt, report, _ = optimize(graph, args.level, inference=True)
+    explore = explore_command(args.model, args.level, compare="O0")
     if args.json:
         print(json.dumps({"summary": table.to_dict(), "level": args.level,
                           "nodes_before": len(graph.nodes), "nodes_after": len(opt.nodes),
-                          "passes": report.to_dict()}, indent=1))
+                          "passes": report.to_dict(), "explore_command": explore}, indent=1))
         return 0
     print(table)
     print()
     print(f"{args.level}: {len(graph.nodes)} -> {len(opt.nodes)} nodes")
     print(report)
+    print(f"\ninteractive view of every stage: {explore}")
     return 0
 
 
@@ -84,37 +87,65 @@ def _optimize(args: argparse.Namespace) -> int:
 
 
 def _viz(args: argparse.Namespace) -> int:
-    from lbdl_graph.frontends.inspect import diff_svg, graph_diff, to_dot, to_svg
+    from lbdl_graph.frontends.inspect import (
+        collapse,
+        diff_dot,
+        diff_svg,
+        draw_svg,
+        graph_diff,
+        parse_svg,
+        to_dot,
+    )
 
     out = check_output(args.output)
+    if args.depth is not None and args.depth < 1:
+        raise UsageError(f"--depth must be at least 1, got {args.depth}")
+    if args.max_boxes < 1:
+        raise UsageError(f"--max-boxes must be at least 1, got {args.max_boxes}")
     graph = load_graph(args.model, config=args.config)
-    cluster = not args.flat
+    kw = {"depth": args.depth, "expand": args.expand or (), "params": args.params,
+          "cluster": not args.flat, "max_boxes": args.max_boxes}
+    kind = "DOT" if args.dot else "SVG"
     if args.diff is None:
         from lbdl_graph.passes.fold_parameters import fold_params
 
         graph = fold_params(graph).graph  # draw what runs: no transposed weights
-        text = (to_dot(graph, cluster=cluster, params=args.params == "boxes") if args.dot
-                else to_svg(graph, cluster=cluster, params=args.params))
+        kw["focus"] = args.focus
+        if args.dot:
+            text = to_dot(graph, **kw)
+            pic = collapse(graph, **{k: v for k, v in kw.items() if k != "cluster"})
+        else:
+            text, pic = draw_svg(graph, **kw)
         atomic_write(out, text)
-        print(f"wrote {out}: {graph.name}, {len(graph.nodes)} nodes "
-              f"({'DOT' if args.dot else 'SVG'}, {out.stat().st_size:,} bytes)")
+        size = ""
+        if not args.dot:
+            geo = parse_svg(text)
+            size = f", {geo.width_px:,.0f} x {geo.height_px:,.0f} px"
+        print(f"wrote {out}: {pic.label} ({kind}{size}, {out.stat().st_size:,} bytes)")
+        if pic.depth < pic.max_depth and not args.focus:
+            print(f"more detail: --depth {pic.depth + 1}, --expand SCOPE or --focus SCOPE "
+                  f"(scopes: {', '.join(_first_scopes(pic))})")
         return 0
+    if args.focus:
+        raise UsageError("--focus cannot be combined with --diff")
     opt, report, rules = optimize(graph, args.diff, inference=True)
     d = graph_diff(graph, opt, rules)
-    if args.dot:
-        marks = {n.name: _DOT_COLORS[d.status(n.name)] for n in opt.nodes
-                 if d.status(n.name) in _DOT_COLORS}
-        text = to_dot(opt, cluster=cluster, params=args.params == "boxes", highlight=marks)
-    else:
-        text = diff_svg(graph, opt, rule_names=rules, cluster=cluster, params=args.params)
+    text = (diff_dot(graph, opt, rule_names=rules, **kw) if args.dot
+            else diff_svg(graph, opt, rule_names=rules, **kw))
     atomic_write(out, text)
     c = d.counts
     print(f"{args.diff}: {len(graph.nodes)} -> {len(opt.nodes)} nodes ({c['removed']} removed, "
           f"{c['added']} added, {c['fused']} fused, {c['changed']} changed)")
     fired = [p.name for p in report.passes if p.changed]
     print(f"passes that changed the graph: {', '.join(fired) or 'none'}")
-    print(f"wrote {out} ({'DOT' if args.dot else 'SVG'}, {out.stat().st_size:,} bytes)")
+    print(f"wrote {out} ({kind}, {out.stat().st_size:,} bytes)")
     return 0
+
+
+def _first_scopes(pic: Any, n: int = 4) -> list[str]:
+    """A few collapsed scopes of a picture, to suggest for --expand / --focus."""
+    keys = [b.tree.key for b in pic.boxes.values() if b.kind == "scope" and b.tree is not None]
+    return keys[:n] + (["..."] if len(keys) > n else [])
 
 
 def register(sub: Any) -> None:
@@ -145,11 +176,24 @@ def register(sub: Any) -> None:
     q.add_argument("--json", action="store_true", help="print the report as JSON")
     q.set_defaults(func=_optimize)
 
-    v = sub.add_parser("viz", help="draw a zoo model or .onnx file as SVG (or DOT)",
-                       description="Draw MODEL (a zoo name or .onnx file) as an SVG picture or "
-                                   "Graphviz DOT; --diff draws what an optimisation changes.")
+    v = sub.add_parser(
+        "viz", help="draw a zoo model or .onnx file collapsed by scope, as SVG (or DOT)",
+        description="Draw MODEL (a zoo name or .onnx file) as an SVG picture laid out by "
+                    "Graphviz dot (a system dot or the graphviz-pure wheel), or as DOT text. "
+                    "Scopes (module paths) deeper than --depth are collapsed into one box "
+                    "each; by default the depth is the deepest that keeps the picture at "
+                    "about 60 boxes. --diff draws what an optimisation changes.")
     v.add_argument("model", metavar="MODEL", help="zoo model name or .onnx file")
     v.add_argument("-o", "--output", required=True, metavar="OUT.svg", help="the output file")
+    v.add_argument("--depth", type=int, default=None, metavar="N",
+                   help="open scopes down to N levels; deeper ones are one box each "
+                        "(default: the deepest with at most about 60 boxes)")
+    v.add_argument("--expand", action="append", metavar="SCOPE",
+                   help="also open this scope (repeatable), e.g. layers.0.attn")
+    v.add_argument("--focus", metavar="SCOPE",
+                   help="draw only this scope, in full when that fits --max-boxes")
+    v.add_argument("--max-boxes", type=int, default=MAX_BOXES, metavar="N",
+                   help=f"refuse pictures with more boxes (default {MAX_BOXES})")
     v.add_argument("--diff", metavar="LEVEL", default=None,
                    help="draw before/after this level (O1..O3 or pass names)")
     v.add_argument("--dot", action="store_true", help="write Graphviz DOT text instead of SVG")
@@ -157,5 +201,5 @@ def register(sub: Any) -> None:
                    help="for a zoo family name: its tiny or default configuration")
     v.add_argument("--params", choices=("inline", "boxes", "none"), default="inline",
                    help="parameters listed in their node's box, as boxes, or left out")
-    v.add_argument("--flat", action="store_true", help="no module clusters")
+    v.add_argument("--flat", action="store_true", help="no frames around open scopes")
     v.set_defaults(func=_viz)

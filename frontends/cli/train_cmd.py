@@ -121,30 +121,80 @@ def _check_args(args: argparse.Namespace, recipe: Recipe) -> None:
     args.lr = args.lr or recipe.lr
 
 
-def _train(args: argparse.Namespace, recipe: Recipe, data: Data) -> tuple[Any, Any, float]:
+def _communicator(args: argparse.Namespace) -> Any:
+    """The MPI ranks for ``--distributed`` (None without it); checks the global batch."""
+    if not args.distributed:
+        return None
+    from lbdl_graph.errors import DistributedError
+    from lbdl_graph.frontends.training.distributed import Communicator
+
+    try:
+        comm = Communicator.world()
+    except DistributedError as e:
+        raise UsageError(f"--distributed: {e.message}") from None
+    if args.batch_size % comm.size:
+        raise UsageError(f"--batch-size {args.batch_size} (the global batch) must be divisible "
+                         f"by the {comm.size} ranks")
+    return comm
+
+
+def _train(args: argparse.Namespace, recipe: Recipe, data: Data, comm: Any = None
+           ) -> tuple[Any, Any, float]:
     """Seed, build and fit the model; returns (model, history, seconds)."""
     from lbdl_graph.frontends import manual_seed
     from lbdl_graph.frontends.training import fit
+    from lbdl_graph.frontends.training.sampler import DistributedSampler
     from lbdl_graph.passes.optim import Adam, CosineLR
 
     xtr, ytr, xte, _ = data
     manual_seed(args.seed)
     model = recipe.model()
-    per_epoch = -(-len(xtr) // args.batch_size)
-    print(f"data: scikit-learn digits, {len(xtr)} train / {len(xte)} held-out test "
-          f"(split seed {SPLIT_SEED}); {model.num_parameters():,} parameters")
-    print(f"training on {args.backend}: {args.epochs} epoch{'s' * (args.epochs > 1)} x "
-          f"{per_epoch} steps, batch {args.batch_size}, Adam lr {args.lr:g} (cosine decay), "
-          f"seed {args.seed}", flush=True)
+    size = comm.size if comm is not None else 1
+    say = print if comm is None or comm.rank == 0 else _quiet
+    per_rank = args.batch_size // size
+    per_epoch = DistributedSampler(len(xtr), 0, size).steps_per_epoch(per_rank)
+    say(f"data: scikit-learn digits, {len(xtr)} train / {len(xte)} held-out test "
+        f"(split seed {SPLIT_SEED}); {model.num_parameters():,} parameters")
+    ranks = f" on {size} ranks ({per_rank} per rank)" if comm is not None else ""
+    say(f"training on {args.backend}: {args.epochs} epoch{'s' * (args.epochs > 1)} x "
+        f"{per_epoch} steps, batch {args.batch_size}{ranks}, Adam lr {args.lr:g} (cosine "
+        f"decay), seed {args.seed}", flush=True)
     t0 = time.perf_counter()
     history = fit(model, xtr, ytr, metrics=["accuracy"], epochs=args.epochs,
-                  batch_size=args.batch_size, seed=args.seed, backend=args.backend,
-                  optimizer=Adam(CosineLR(args.lr, args.epochs * per_epoch)))
+                  batch_size=per_rank, seed=args.seed, backend=args.backend,
+                  optimizer=Adam(CosineLR(args.lr, args.epochs * per_epoch)),
+                  distributed=comm if comm is not None else False)
     seconds = time.perf_counter() - t0
+    if comm is not None and comm.rank != 0:
+        return model, history, seconds
     for e in history.epochs:
         print(f"  epoch {int(e['epoch']):>2}/{args.epochs}  loss {e['loss']:.4f}  "
               f"train accuracy {e['accuracy'] * 100:6.2f}%  {e['seconds']:.1f} s")
     return model, history, seconds
+
+
+def _output_dir(args: argparse.Namespace, comm: Any) -> Path:
+    """The checked output directory; with ranks, rank 0 checks it and all agree on the outcome."""
+    path = args.out or f"runs/{args.model}"
+    if comm is None:
+        return check_output(path, mkdir=True)
+    from lbdl_graph.errors import DistributedError
+
+    error = None
+    if comm.rank == 0:
+        try:
+            check_output(path, mkdir=True)
+        except CliError as e:
+            error = e
+    try:
+        comm.agree(error, "output directory check")
+    except DistributedError as e:
+        raise CliError(e.message) from None
+    return Path(path)
+
+
+def _quiet(*_: Any, **__: Any) -> None:
+    """print() for the ranks that do not log."""
 
 
 def _ort_logits(path: Path, x: np.ndarray) -> tuple[np.ndarray, str]:
@@ -190,6 +240,25 @@ def _optimise_and_draw(out: Path, graph: Graph, logits: np.ndarray, x: np.ndarra
     return files
 
 
+def _write_explorer(out: Path, model: Any, graph: Graph, sample: np.ndarray
+                    ) -> list[tuple[Path, str]]:
+    """Model Explorer files of the trained model: every O2 stage, the O0 -> O2 diff, the
+    training step and the ONNX Runtime graph, in ``out/explorer/``; returns the graph file."""
+    from lbdl_graph.frontends.inspect import explore
+    from lbdl_graph.frontends.trace import InputSpec
+    from lbdl_graph.frontends.training.trainer import trace_loss
+    from lbdl_graph.passes.optim import Adam
+    from lbdl_graph.passes.train_step import make_train_step
+
+    x = InputSpec(("N", *sample.shape[1:]), "float32", "x")
+    fwd = trace_loss(model, {"x": x}, InputSpec(("N",), "int64", "y"), "cross_entropy", {},
+                     training=True)
+    step = make_train_step(fwd, Adam())
+    files = explore(graph, level="O2", compare="O0", train=step, out=out / "explorer")
+    assert isinstance(files, list)
+    return [(files[0], f"Model Explorer graphs (+{len(files) - 1} overlays in explorer/)")]
+
+
 def _run(args: argparse.Namespace) -> int:
     from lbdl_graph.backends.onnx import save_onnx
     from lbdl_graph.frontends.training import save_checkpoint
@@ -200,12 +269,17 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"no training recipe for {args.model!r}; trainable: "
                          f"{', '.join(RECIPES)}")
     _check_args(args, recipe)
-    out = check_output(args.out or f"runs/{args.model}", mkdir=True)
+    comm = _communicator(args)
+    lead = comm is None or comm.rank == 0  # only rank 0 logs, evaluates and writes files
+    out = _output_dir(args, comm)
     t_start = time.perf_counter()
-    print(f"train {args.model}: {recipe.zoo} ({ZOO[recipe.zoo].description})")
+    if lead:
+        print(f"train {args.model}: {recipe.zoo} ({ZOO[recipe.zoo].description})")
     data = digits_split(recipe.data)
     xtr, _, xte, yte = data
-    model, history, t_train = _train(args, recipe, data)
+    model, history, t_train = _train(args, recipe, data, comm)
+    if not lead:
+        return 0
 
     t0 = time.perf_counter()
     graph = _trace_eval(model, recipe.zoo, xtr)
@@ -232,12 +306,15 @@ def _run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     files += _optimise_and_draw(out, graph, logits, xte, acc)
+    files += _write_explorer(out, model, graph, xtr)
     t_opt = time.perf_counter() - t0
     print(f"times: train {t_train:.1f} s, evaluate {t_eval:.1f} s, export+check {t_export:.1f} s"
           f", optimise+draw {t_opt:.1f} s, total {time.perf_counter() - t_start:.1f} s")
     print(f"files in {out}/:")
     for path, what in files:
         print(f"  {path.name:<24}{_fmt_bytes(path.stat().st_size):>10}  {what}")
+    print(f"interactive view of every stage: lbdl-graph explore {out / 'model.onnx'} "
+          "--compare O0")
     if not agree:
         raise CliError("ONNX Runtime and NumPy disagree on the test set (see above)")
     return 0
@@ -247,7 +324,8 @@ def register(sub: Any) -> None:
     """Add the ``train`` verb."""
     p = sub.add_parser("train", help="train a zoo model on its default data set (lenet: digits)",
                        description="Train a model, report held-out accuracy, export it to ONNX, "
-                                   "check ONNX Runtime against NumPy and draw the O2 graph.")
+                                   "check ONNX Runtime against NumPy, draw the O2 graph and write "
+                                   "its Model Explorer files.")
     p.add_argument("model", nargs="?", default="lenet",
                    help=f"model to train (default lenet); one of {', '.join(RECIPES)}")
     p.add_argument("--epochs", type=int, default=None,
@@ -259,4 +337,7 @@ def register(sub: Any) -> None:
                    help="backend running the training step (default onnxruntime)")
     p.add_argument("--seed", type=int, default=0, help="initialisation and shuffling seed")
     p.add_argument("--out", default=None, help="output directory (default runs/MODEL)")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the MPI ranks of mpiexec -n N (--batch-size is the "
+                        "global batch, split over the ranks; rank 0 logs and writes the files)")
     p.set_defaults(func=_run)

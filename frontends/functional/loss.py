@@ -72,6 +72,14 @@ def _class_axis(x: Tensor, what: str) -> int:
     return 1 if x.ndim >= 2 else 0
 
 
+def _static_classes(x: Tensor, axis: int) -> int:
+    c = x.shape[axis]
+    if not isinstance(c, int):
+        raise error(ShapeError, f"cross_entropy: label_smoothing needs a static number of "
+                    f"classes, got {x.type}")
+    return c
+
+
 def _indices(target: Any, what: str) -> Tensor:
     t = target if isinstance(target, Tensor) else as_tensor(target)
     if not t.dtype.is_integer:
@@ -148,12 +156,13 @@ def cross_entropy(input: Any, target: Any, weight: Any | None = None, *,
         t = t.to(x.dtype)
         _same_shape(x, t, "cross_entropy with class probabilities")
         if label_smoothing:
-            t = t * const(1.0 - label_smoothing, x) + const(label_smoothing / c, x)
+            n = _static_classes(x, axis)
+            t = t * const(1.0 - label_smoothing, x) + const(label_smoothing / n, x)
         return _reduce(-(t * wlogp).sum(axis), reduction)
     t = _indices(t, "cross_entropy")
     loss, wt = _weighted_nll(logp, t, w, axis, "cross_entropy")
     if label_smoothing:
-        smooth = -wlogp.sum(axis) * const(1.0 / c, x)
+        smooth = -wlogp.sum(axis) * const(1.0 / _static_classes(x, axis), x)
         loss = loss * const(1.0 - label_smoothing, x) + smooth * const(label_smoothing, x)
     return _reduce_weighted(loss, wt, reduction)
 

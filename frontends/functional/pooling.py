@@ -121,11 +121,11 @@ def _adaptive(x: Any, output_size: Any, k: int, what: str) -> Tensor:
         return t.mean(list(range(2, t.ndim)), keepdim=True)
     if all(isinstance(n, int) and isinstance(o, int) and n % o == 0
            for n, o in zip(spatial, outs, strict=True)):
-        ks = [int(n) // int(o) for n, o in zip(spatial, outs, strict=True)]  # type: ignore[call-overload]
+        ks = [int(n) // int(o) for n, o in zip(spatial, outs, strict=True)]
         return Tensor(ops.avg_pool(t.value, kernel_shape=ks, strides=ks))
     for i, o in enumerate(outs):
         if o != spatial[i]:
-            t = _adaptive_axis(t, 2 + i, int(o), what)  # type: ignore[call-overload]
+            t = _adaptive_axis(t, 2 + i, int(o), what)
     return t
 
 

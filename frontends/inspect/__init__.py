@@ -1,40 +1,59 @@
-"""Inspection and visualisation of graphs: summaries, DOT, SVG and before/after diffs.
+"""Inspection and visualisation of graphs: summaries, scope trees, pictures and diffs.
 
 * :func:`summary` - a Keras/torchinfo-style table per layer (module path) or node with output
   types, parameter counts, MACs and memory estimates;
 * :func:`scope_tree` - the graph grouped by module path with per-scope totals;
-* :func:`to_dot` - Graphviz DOT text with nested clusters by module path;
-* :func:`to_svg` - an SVG picture from a builtin layered layout (or the ``dot`` binary);
+* :func:`collapse` - the graph collapsed by scope into at most about 60 boxes (or to a given
+  depth, with scopes expanded or one scope in focus);
+* :func:`to_dot` / :func:`to_svg` - that picture as Graphviz DOT text / laid out by ``dot``
+  (a system Graphviz or the ``graphviz-pure`` wheel);
 * :func:`graph_diff`, :func:`diff_text`, :func:`diff_svg` - what an optimisation removed, added,
-  fused and changed, with the rule responsible when the pass manager names it.
+  fused and changed, with the rule responsible when the pass manager names it;
+* :func:`parse_svg` - box geometry of a picture (overlaps, size, font sizes) for checks.
+* :func:`explore` - every stage of a pipeline in Google's Model Explorer (a local server, or JSON
+  files with ``out=``), with per-node overlays and the pass diff.
 """
 
 from __future__ import annotations
 
-from .diff import GraphDiff, diff_svg, diff_text, graph_diff
+from .collapse import Box, Link, Picture, PictureError, collapse
+from .diff import GraphDiff, diff_text, graph_diff
+from .diff_picture import diff_dot, diff_svg
 from .dot import to_dot
-from .layout import Layout, count_crossings, layered_layout
+from .explorer import ExplorerError, ExplorerServer, explore
+from .render import LayoutError, draw_svg, find_engine, run_dot, to_svg
 from .scopes import ScopeError, ScopeTree, node_scope, scope_parts, scope_path, scope_tree
 from .summary import MAC_RULES, Summary, SummaryRow, node_macs, register_macs, summary
-from .svg import graph_layout, to_svg
+from .svg_geometry import SvgGeometry, parse_svg
 
 __all__ = [
     "MAC_RULES",
+    "Box",
+    "ExplorerError",
+    "ExplorerServer",
     "GraphDiff",
-    "Layout",
+    "LayoutError",
+    "Link",
+    "Picture",
+    "PictureError",
     "ScopeError",
     "ScopeTree",
     "Summary",
     "SummaryRow",
-    "count_crossings",
+    "SvgGeometry",
+    "collapse",
+    "diff_dot",
     "diff_svg",
     "diff_text",
+    "draw_svg",
+    "explore",
+    "find_engine",
     "graph_diff",
-    "graph_layout",
-    "layered_layout",
     "node_macs",
     "node_scope",
+    "parse_svg",
     "register_macs",
+    "run_dot",
     "scope_parts",
     "scope_path",
     "scope_tree",

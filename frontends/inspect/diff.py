@@ -1,4 +1,5 @@
-"""What an optimisation changed: node matching, a text listing and a before/after picture.
+"""What an optimisation changed: node matching and a text listing (the picture is in
+:mod:`.diff_picture`).
 
 Nodes are matched by identity first (passes share the node objects they keep), then by name,
 then structurally (a re-emitted node under a new name: same op and attributes on inputs that
@@ -23,9 +24,8 @@ import numpy as np
 from lbdl_graph.graph import Graph, Node, Value
 
 from .common import fmt_types, shorten
-from .svg import ParamMode, render_graph, svg_document
 
-__all__ = ["GraphDiff", "diff_svg", "diff_text", "graph_diff"]
+__all__ = ["GraphDiff", "diff_text", "graph_diff"]
 
 
 @dataclass(frozen=True)
@@ -117,12 +117,12 @@ def graph_diff(before: Graph, after: Graph,
     new_of = {o: n for n, o in changed.items()}
     rules = dict(rule_names or {})
     inherited: dict[str, str] = {}
-    for new, olds in replaced.items():
+    for new, old_names in replaced.items():
         if new in rules:
-            for o in olds:
-                inherited.setdefault(o, rules[new])
-    for o, r in inherited.items():
-        rules.setdefault(o, r)
+            for old_name in old_names:
+                inherited.setdefault(old_name, rules[new])
+    for old_name, r in inherited.items():
+        rules.setdefault(old_name, r)
     return GraphDiff(
         before=before,
         after=after,
@@ -188,26 +188,26 @@ def _match(before: Graph, after: Graph) -> tuple[dict[Node, Node], dict[Value, V
                 for nv, ov in zip(n.outputs, o.outputs, strict=True):
                     vmap.setdefault(nv, ov)
             if n is not o and same(n, o):
-                for nv, ov in zip(n.inputs, o.inputs, strict=True):
-                    if nv is not None and ov is not None:
-                        vmap.setdefault(nv, ov)
+                for ni, oi in zip(n.inputs, o.inputs, strict=True):
+                    if ni is not None and oi is not None:
+                        vmap.setdefault(ni, oi)
         for n in after.nodes:  # forward: re-emitted nodes
             if n in match or any(v is not None and v not in vmap for v in n.inputs):
                 continue
             key = (n.op, *(vmap[v] if v is not None else None for v in n.inputs))
-            o = next((c for c in by_inputs.get(key, ()) if c not in matched_old
-                      and same(n, c)), None)
-            if o is not None:
-                pair(n, o)
-                vmap.update(zip(n.outputs, o.outputs, strict=True))
+            found = next((c for c in by_inputs.get(key, ()) if c not in matched_old
+                          and same(n, c)), None)
+            if found is not None:
+                pair(n, found)
+                vmap.update(zip(n.outputs, found.outputs, strict=True))
         for n in reversed(after.nodes):  # backward: producers of matched nodes' inputs
-            o = match.get(n)
-            if o is None or not same(n, o):
+            old = match.get(n)
+            if old is None or not same(n, old):
                 continue
-            for nv, ov in zip(n.inputs, o.inputs, strict=True):
-                if nv is not None and ov is not None:
-                    vmap.setdefault(nv, ov)
-                    try_pair(nv, ov)
+            for ni, oi in zip(n.inputs, old.inputs, strict=True):
+                if ni is not None and oi is not None:
+                    vmap.setdefault(ni, oi)
+                    try_pair(ni, oi)
         for nv, ov in list(vmap.items()):  # graph outputs and values matched by name
             try_pair(nv, ov)
         if len(match) == before_count:
@@ -302,9 +302,9 @@ def diff_text(before: Graph, after: Graph, *, rule_names: Mapping[str, str] | No
                 note = f"(was {o.name})"
             rows.append(("~" if st == "changed" else " ", n, note))
             continue
-        for o in d.replaced.get(n.name, ()):
-            if o in removed:
-                flush(old_index[o] + 1)
+        for old_name in d.replaced.get(n.name, ()):
+            if old_name in removed:
+                flush(old_index[old_name] + 1)
         note = f"<- {', '.join(d.replaced[n.name])}" if n.name in d.replaced else ""
         if st == "fused":
             note = "fuses " + note[3:]
@@ -339,60 +339,3 @@ def _with_context(lines: list[str], context: int) -> list[str]:
         elif not out or out[-1] != "  ...":
             out.append("  ...")
     return out
-
-
-def diff_svg(before: Graph, after: Graph, *, rule_names: Mapping[str, str] | None = None,
-             cluster: bool = True, params: ParamMode | bool = "inline") -> str:
-    """Both graphs side by side: removed nodes red (left), added green, fused purple listing
-    the nodes they replaced and their rule, changed yellow (right). Element ids are prefixed
-    ``before:`` and ``after:``."""
-    d = graph_diff(before, after, rule_names)
-    gone = d.replaced_by()
-    lcls: dict[str, str] = {}
-    ltips: dict[str, str] = {}
-    for name in before.node_map:
-        st = d.status(name, side="before")
-        if st != "kept":
-            lcls[f"node:{name}"] = st
-        if name in gone:
-            rule = f" by rule {d.rules[name]}" if name in d.rules else ""
-            ltips[f"node:{name}"] = f"{name}: {st}{rule}; replaced by {', '.join(gone[name])}"
-    rcls: dict[str, str] = {}
-    notes: dict[str, list[str]] = {}
-    for n in after.nodes:
-        st = d.status(n.name)
-        if st == "kept":
-            continue
-        eid = f"node:{n.name}"
-        rcls[eid] = st
-        olds = d.replaced.get(n.name, ())
-        lines = []
-        if olds:
-            label = "fuses" if st == "fused" else "replaces"
-            shown = [shorten(o, 40) for o in olds[:4]]
-            lines = [f"{label} {len(olds)}:", *shown]
-            if len(olds) > 4:
-                lines.append(f"... +{len(olds) - 4} more")
-        if n.name in d.rules:
-            lines.append(f"rule: {d.rules[n.name]}")
-        elif st == "changed":
-            lines.append(f"was {before.node_map[d.changed[n.name]].op.name}")
-        notes[eid] = lines
-    top = 26.0
-    left, lw, lh = render_graph(before, cluster=cluster, params=params, classes=lcls,
-                                tips=ltips, id_prefix="before:", dy=top)
-    right, rw, rh = render_graph(after, cluster=cluster, params=params, classes=rcls,
-                                 notes=notes, id_prefix="after:", dx=lw + 40, dy=top)
-    c = d.counts
-    heads = [f'<text class="title" x="20" y="18">before: {len(before.nodes)} nodes</text>',
-             f'<text class="title" x="{lw + 60:.0f}" y="18">after: {len(after.nodes)} nodes'
-             "</text>",
-             f'<line x1="{lw + 20:.0f}" y1="0" x2="{lw + 20:.0f}" y2="{max(lh, rh) + top:.0f}" '
-             'stroke="#cbd5e0" stroke-width="2"/>']
-    legend = [("removed", "removed"), ("added", "added"), ("fused", "fused"),
-              ("changed", "changed"), ("node", "kept")]
-    title = (f"{before.name} -> {after.name}: {c['removed']} removed, {c['added']} added, "
-             f"{c['fused']} fused, {c['changed']} changed")
-    width = max(lw + 40 + rw, lw + 60 + 9 * 16, 20 + 9 * len(title))
-    return svg_document(heads + left + right, width, max(lh, rh) + top, title=title,
-                        legend=legend)

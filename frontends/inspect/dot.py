@@ -1,22 +1,49 @@
-"""Graphviz DOT text for a graph, with nested clusters by module path (no dependency)."""
+"""Graphviz DOT text of pictures collapsed by scope (:mod:`.collapse`); no dependency.
+
+Every box becomes one DOT node whose ``id`` is the box id (``scope:layers.0/attn``,
+``node:NAME``, ``input:x``, ``output:0:y``, ``param:w``, ``in:V``/``out:V`` for the boundary of
+a focused scope) and whose ``class`` is its kind (``op`` for an IR node), so the SVG that
+``dot`` writes keeps both (as ``class="node scope"``, ...);
+frames of open scopes are ``subgraph cluster_...`` blocks with ``id="cluster:PATH"``. Labels
+are HTML-like: a bold title, then plain lines, all at least 9 pt.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from html import escape
 
-from lbdl_graph.graph import Graph, Value
+from lbdl_graph.graph import Graph
 
-from .common import fmt_types, module_of, module_prefixes, param_module, shorten
+from .collapse import MAX_BOXES, TARGET_BOXES, ParamMode, Picture, collapse
+from .common import Bindings
 
-__all__ = ["ClusterTree", "cluster_tree", "dot_id", "to_dot"]
+__all__ = ["COLORS", "dot_document", "dot_id", "html_label", "picture_dot", "to_dot"]
 
+FONT = "Helvetica"  # graphviz-pure and Graphviz have its metrics; SVG falls back to sans
+FONT_SIZE = 10  # box text, in points (1 pt = 4/3 px at 100 %)
+SMALL = 9  # edge labels, notes and boundary boxes: the smallest text in a picture
 COLORS = {
-    "input": "#d6eaff",
-    "param": "#eeeeee",
-    "output": "#ffe8c2",
     "node": "#ffffff",
+    "scope": "#e3ecf7",
+    "input": "#d6eaff",
+    "output": "#ffe8c2",
+    "param": "#eeeeee",
+    "boundary": "#f7fafc",
     "highlight": "#ffd27f",
+    "removed": "#fed7d7",
+    "added": "#c6f6d5",
+    "fused": "#e9d8fd",
+    "changed": "#fefcbf",
+}
+_FRAME = 'style="rounded,filled"; color="#9aa5b1"; fillcolor="#4a6fa512";'
+_KIND_ATTRS = {
+    "node": 'shape=box, style="rounded,filled", color="#4a5568"',
+    "scope": 'shape=box, style="rounded,filled", color="#2c5282", penwidth=1.6',
+    "input": 'shape=box, style="rounded,filled", color="#2b6cb0"',
+    "output": 'shape=box, style="rounded,filled", color="#c05621", penwidth=1.6',
+    "param": 'shape=note, style=filled, color="#a0aec0"',
+    "boundary": 'shape=box, style="rounded,dashed,filled", color="#718096"',
 }
 
 
@@ -25,161 +52,140 @@ def dot_id(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _label(*lines: str) -> str:
-    body = "\\n".join(s.replace("\\", "\\\\").replace('"', '\\"') for s in lines)
-    return f'"{body}"'
+def _text(s: str) -> str:
+    """Escaped label text; the ellipsis spelled in ASCII, whose widths every dot knows."""
+    return escape(s.replace("\u2026", "..."))
 
 
-@dataclass
-class ClusterTree:
-    """A module-path cluster: its path, direct members (element ids) and child clusters."""
-
-    path: str
-    members: list[str] = field(default_factory=list)
-    children: dict[str, ClusterTree] = field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        """The path shown for the cluster (the full dotted path)."""
-        return self.path
+def html_label(title: str, lines: Sequence[str] = (), notes: Sequence[str] = (), *,
+               bold: bool = True, size: int = FONT_SIZE) -> str:
+    """An HTML-like DOT label: ``title`` (bold), ``lines`` and smaller grey ``notes``."""
+    head = f"<b>{_text(title)}</b>" if bold else _text(title)
+    rows = [head, *(_text(s) for s in lines)]
+    rows += [f'<font point-size="{SMALL}" color="#4a5568">{_text(s)}</font>' for s in notes]
+    body = "<br/>".join(rows)
+    return f'<<font point-size="{size}">{body}</font>>'
 
 
-def cluster_tree(graph: Graph, *, params: bool = True) -> ClusterTree:
-    """Clusters by module path: node ids (``node:NAME``) and parameter ids (``param:NAME``)
-    placed in their module; chains of clusters with one child and no members are merged."""
-    root = ClusterTree("")
-    modules = {module_of(n.name) for n in graph.nodes} - {""}
-    known: set[str] = set()
-    for m in modules:
-        known.update(module_prefixes(m))
+def picture_dot(
+    pic: Picture,
+    *,
+    cluster: bool = True,
+    classes: Mapping[str, str] | None = None,
+    fills: Mapping[str, str] | None = None,
+    notes: Mapping[str, Sequence[str]] | None = None,
+    tips: Mapping[str, str] | None = None,
+    prefix: str = "",
+    indent: str = "  ",
+) -> list[str]:
+    """DOT statements of one picture: boxes (inside their frames with ``cluster``) and links.
 
-    def at(path: str) -> ClusterTree:
-        node = root
-        for prefix in module_prefixes(path):
-            node = node.children.setdefault(prefix, ClusterTree(prefix))
-        return node
+    ``classes``/``fills``/``notes``/``tips`` are keyed by box id and add a CSS class, a fill
+    colour, extra lines and a tooltip to that box; ``prefix`` goes before every id so that two
+    pictures can share one DOT graph.
+    """
+    classes, fills, notes, tips = classes or {}, fills or {}, notes or {}, tips or {}
+    decl: dict[str, str] = {}
+    for bid, box in pic.boxes.items():
+        kind = "op" if box.kind == "node" else box.kind  # dot itself writes class "node"
+        cls = " ".join(c for c in (kind, classes.get(bid, "")) if c)
+        small = box.kind == "boundary"
+        label = html_label(box.title, box.lines, notes.get(bid, ()), bold=not small,
+                           size=SMALL if small else FONT_SIZE)
+        fill = fills.get(bid, COLORS[box.kind])
+        tip = tips.get(bid, box.tip)
+        decl[bid] = (f"{dot_id(prefix + bid)} [label={label}, {_KIND_ATTRS[box.kind]}, "
+                     f'fillcolor="{fill}", id={dot_id(prefix + bid)}, class={dot_id(cls)}'
+                     + (f", tooltip={dot_id(tip)}" if tip else "") + "];")
+    lines: list[str] = []
+    frames = pic.frames if cluster else {}
+    by_frame: dict[tuple[str, ...], list[str]] = {}
+    for bid, box in pic.boxes.items():
+        f = box.frame
+        while f and f not in frames:
+            f = f[:-1]
+        by_frame.setdefault(f, []).append(bid)
+    children: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
+    for path in frames:
+        parent = path[:-1]
+        while parent and parent not in frames:
+            parent = parent[:-1]
+        children.setdefault(parent, []).append(path)
 
-    if params:
-        for p in graph.params:
-            mod = param_module(p.name, frozenset(known))
-            (at(mod) if mod else root).members.append(f"param:{p.name}")
-    for n in graph.nodes:
-        mod = module_of(n.name)
-        (at(mod) if mod else root).members.append(f"node:{n.name}")
-    _collapse(root)
-    return root
+    def emit(path: tuple[str, ...], ind: str) -> None:
+        for bid in by_frame.get(path, ()):
+            lines.append(ind + decl[bid])
+        for sub in children.get(path, ()):
+            key = "/".join(sub)
+            lines.append(f"{ind}subgraph {dot_id('cluster_' + prefix + key)} {{")
+            lines.append(f"{ind}  label={html_label(frames[sub], bold=False)}; "
+                         f"id={dot_id('cluster:' + prefix + key)}; class=\"frame\"; "
+                         f"tooltip={dot_id(key)}; {_FRAME}")
+            emit(sub, ind + "  ")
+            lines.append(f"{ind}}}")
+
+    emit((), indent)
+    for link in pic.links:
+        attrs = f" [label={dot_id(link.label.replace(chr(0x2026), '...'))}]" if link.label else ""
+        lines.append(f"{indent}{dot_id(prefix + link.src)} -> {dot_id(prefix + link.dst)}{attrs};")
+    return lines
 
 
-def _collapse(tree: ClusterTree) -> None:
-    for key, child in list(tree.children.items()):
-        while not child.members and len(child.children) == 1:
-            child = next(iter(child.children.values()))
-        tree.children[key] = child
-        _collapse(child)
-
-
-def element_ids(graph: Graph, params: bool = True) -> dict[Value, str]:
-    """The id of each value's producer: ``input:x``, ``param:w`` or ``node:NAME``."""
-    out: dict[Value, str] = {v: f"input:{v.name}" for v in graph.inputs}
-    if params:
-        out.update({p.value: f"param:{p.name}" for p in graph.params})
-    out.update({v: f"node:{n.name}" for n in graph.nodes for v in n.outputs})
-    return out
+def dot_document(name: str, body: Iterable[str], *, label: str = "", rankdir: str = "TB"
+                 ) -> str:
+    """A complete ``digraph`` with the house style around DOT statements ``body``."""
+    lines = [f"digraph {dot_id(name)} {{",
+             f'  graph [rankdir={rankdir}, fontname="{FONT}", fontsize=12, labelloc=t, '
+             "labeljust=l, nodesep=0.2, ranksep=0.25, pad=0.15, outputorder=edgesfirst, "
+             'bgcolor="#ffffff"'
+             + (f", label={dot_id(label)}" if label else "") + "];",
+             f'  node [fontname="{FONT}", fontsize={FONT_SIZE}, margin="0.1,0.04", '
+             "height=0.3];",
+             f'  edge [fontname="{FONT}", fontsize={SMALL}, color="#718096", '
+             'fontcolor="#4a5568", arrowsize=0.6];',
+             *body, "}"]
+    return "\n".join(lines) + "\n"
 
 
 def to_dot(
     graph: Graph,
     *,
+    depth: int | None = None,
+    expand: Iterable[str] = (),
+    focus: str | None = None,
+    params: ParamMode = "inline",
     cluster: bool = True,
-    params: bool = True,
-    highlight: Mapping[str, str] | set[str] | list[str] | None = None,
+    highlight: Mapping[str, str] | Iterable[str] | None = None,
+    bindings: Bindings | None = None,
+    target: int = TARGET_BOXES,
+    max_boxes: int = MAX_BOXES,
     rankdir: str = "TB",
-    svg_ids: bool = True,
 ) -> str:
-    """Graphviz DOT text: one box per node (op + output type), edges labelled with types.
+    """DOT text of ``graph`` collapsed by scope (arguments as :func:`.collapse.collapse`).
 
-    Inputs are blue ellipses, parameters grey notes, outputs orange double octagons; with
-    ``cluster`` nodes sit in nested ``subgraph cluster_...`` blocks by module path.
-    ``highlight`` names nodes to fill orange (a mapping gives each its own colour). With
-    ``svg_ids`` every element carries ``id``/``class`` attributes that Graphviz copies into SVG.
+    ``highlight`` names nodes whose boxes are filled orange (a mapping gives each a colour);
+    a collapsed box takes the colour of the first highlighted node inside it.
     """
-    colors = _highlight_colors(highlight)
-    lines = [f"digraph {dot_id(graph.name)} {{",
-             f"  rankdir={rankdir};",
-             '  graph [fontname="Helvetica", fontsize=11, labeljust=l, style=rounded, '
-             'color="#9aa5b1"];',
-             '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10, '
-             f'fillcolor="{COLORS["node"]}"];',
-             '  edge [fontname="Helvetica", fontsize=8, color="#555555"];']
-    decl: dict[str, str] = {}
-
-    def attrs(eid: str, kind: str, extra: str) -> str:
-        ids = f", id={dot_id(eid)}, class={dot_id(kind)}" if svg_ids else ""
-        return f"{dot_id(eid)} [{extra}{ids}];"
-
-    for v in graph.inputs:
-        eid = f"input:{v.name}"
-        decl[eid] = attrs(eid, "input", f"label={_label(v.name, str(v.type))}, shape=ellipse, "
-                                        f'fillcolor="{COLORS["input"]}"')
-    if params:
-        for p in graph.params:
-            eid = f"param:{p.name}"
-            kind = "param" if p.trainable else "param buffer"
-            decl[eid] = attrs(eid, kind, f"label={_label(p.name, str(p.value.type))}, "
-                                         f'shape=note, fillcolor="{COLORS["param"]}"')
-    for n in graph.nodes:
-        eid = f"node:{n.name}"
-        fill = colors.get(n.name, COLORS["node"])
-        tip = f"{n.name}: {n.op.name}" + (f" @ {n.source}" if n.source is not None else "")
-        label = _label(n.op.name, shorten(fmt_types(n.outputs), 48))
-        decl[eid] = attrs(eid, "node", f'label={label}, fillcolor="{fill}", '
-                                       f"tooltip={dot_id(tip)}")
-    for i, v in enumerate(graph.outputs):
-        eid = f"output:{i}:{v.name}"
-        decl[eid] = attrs(eid, "output", f"label={_label(v.name, str(v.type))}, "
-                                         f'shape=doubleoctagon, fillcolor="{COLORS["output"]}"')
-
-    placed: set[str] = set()
-    if cluster:
-        tree = cluster_tree(graph, params=params)
-        for child in tree.children.values():
-            _emit_cluster(child, decl, lines, placed, "  ")
-    lines += [f"  {d}" for eid, d in decl.items() if eid not in placed]
-
-    ids = element_ids(graph, params)
-    for n in graph.nodes:
-        seen: set[Value] = set()
-        for v in n.inputs:
-            if v is None or v in seen or v not in ids:
-                continue
-            seen.add(v)
-            lines.append(f"  {dot_id(ids[v])} -> {dot_id('node:' + n.name)} "
-                         f"[label={_label(str(v.type))}];")
-    for i, v in enumerate(graph.outputs):
-        if v in ids:
-            lines.append(f"  {dot_id(ids[v])} -> {dot_id(f'output:{i}:{v.name}')} "
-                         f"[label={_label(str(v.type))}];")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    pic = collapse(graph, depth=depth, expand=expand, focus=focus, params=params,
+                   bindings=bindings, target=target, max_boxes=max_boxes)
+    classes, fills = highlight_boxes(pic, highlight)
+    body = picture_dot(pic, cluster=cluster, classes=classes, fills=fills)
+    return dot_document(graph.name, body, label=pic.label, rankdir=rankdir)
 
 
-def _emit_cluster(tree: ClusterTree, decl: Mapping[str, str], lines: list[str],
-                  placed: set[str], indent: str) -> None:
-    lines.append(f"{indent}subgraph {dot_id('cluster_' + tree.path)} {{")
-    lines.append(f"{indent}  label={_label(tree.label)}; id={dot_id('cluster:' + tree.path)};")
-    for eid in tree.members:
-        lines.append(f"{indent}  {decl[eid]}")
-        placed.add(eid)
-    for child in tree.children.values():
-        _emit_cluster(child, decl, lines, placed, indent + "  ")
-    lines.append(f"{indent}}}")
-
-
-def _highlight_colors(
-    highlight: Mapping[str, str] | set[str] | list[str] | None,
-) -> dict[str, str]:
+def highlight_boxes(pic: Picture, highlight: Mapping[str, str] | Iterable[str] | None
+                    ) -> tuple[dict[str, str], dict[str, str]]:
+    """Box classes and fills for highlighted node names."""
     if highlight is None:
-        return {}
-    if isinstance(highlight, Mapping):
-        return dict(highlight)
-    return dict.fromkeys(highlight, COLORS["highlight"])
+        return {}, {}
+    colors = (dict(highlight) if isinstance(highlight, Mapping)
+              else dict.fromkeys(highlight, COLORS["highlight"]))
+    by_name = {n.name: bid for n, bid in pic.box_of.items()}
+    classes: dict[str, str] = {}
+    fills: dict[str, str] = {}
+    for name, color in colors.items():
+        bid = by_name.get(name)
+        if bid is not None and bid not in classes:
+            classes[bid] = "highlight"
+            fills[bid] = color
+    return classes, fills

@@ -17,10 +17,12 @@ from lbdl_graph.errors import DTypeError, ShapeError
 
 from .. import functional as F
 from .. import init
+from ..context import current_state
 from ..module import Module
 from ..parameter import Parameter
 from ..tensor import Tensor, as_tensor, error
 from ._util import check_int, check_prob, layer_error
+from .kv_cache import active_cache
 from .linear import Linear
 
 __all__ = ["MultiheadAttention"]
@@ -132,7 +134,10 @@ class MultiheadAttention(Module):
                 average_attn_weights: bool = True, is_causal: bool = False
                 ) -> tuple[Tensor, Tensor | None]:
         """Attend from ``query`` to ``key``/``value`` (default: the query itself);
-        ``is_causal`` masks future keys (built from iota, so the length may be symbolic)."""
+        ``is_causal`` masks future keys (built from iota, so the length may be symbolic).
+
+        Causal self-attention inside an active :class:`~.kv_cache.KVCache` attends to the
+        cache's past keys and values too and records its present ones (generation)."""
         q = as_tensor(query)
         k = q if key is None else as_tensor(key)
         v = k if value is None else as_tensor(value)
@@ -148,9 +153,18 @@ class MultiheadAttention(Module):
             k = q if same_qk else k.transpose(0, 1)
             v = k if same_kv else v.transpose(0, 1)
         qp, kp, vp = self._project(q, k, v)
-        keep, bias = self._masks(attn_mask, key_padding_mask, q)
-        out, weights = F.attention(self._heads(qp), self._heads(kp), self._heads(vp), keep=keep,
-                                   bias=bias, is_causal=is_causal,
+        qh, kh, vh = self._heads(qp), self._heads(kp), self._heads(vp)
+        cache = active_cache() if is_causal and same_qk and same_kv else None
+        if cache is not None:  # generation: past keys/values first, positions from the cache
+            if attn_mask is not None or key_padding_mask is not None:
+                raise error(ShapeError, "MultiheadAttention: with a KV cache, padding goes "
+                            "through the cache's attention_mask, not attn_mask/key_padding_mask")
+            path = current_state().module_paths.get(id(self), type(self).__name__)
+            kh, vh = cache.extend(path, self.num_heads, kh, vh)
+            keep, bias, is_causal = cache.keep_mask(qh.shape[2]), None, False
+        else:
+            keep, bias = self._masks(attn_mask, key_padding_mask, q)
+        out, weights = F.attention(qh, kh, vh, keep=keep, bias=bias, is_causal=is_causal,
                                    dropout_p=self.dropout if self.training else 0.0)
         out = out.transpose(1, 2)
         out = self.out_proj(out.reshape(out.shape[0], out.shape[1], self.embed_dim))

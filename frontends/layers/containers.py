@@ -114,7 +114,7 @@ class ModuleDict(Module):
             self[k] = m
 
     def __getitem__(self, key: str) -> Module:
-        return self._modules[key]  # type: ignore[no-any-return]
+        return self._modules[key]
 
     def __setitem__(self, key: str, module: Module) -> None:
         self.add_module(str(key), _check_module("ModuleDict", module))
@@ -133,15 +133,15 @@ class ModuleDict(Module):
 
     def keys(self) -> Iterable[str]:
         """The names."""
-        return self._modules.keys()  # type: ignore[no-any-return]
+        return self._modules.keys()
 
     def values(self) -> Iterable[Module]:
         """The modules."""
-        return self._modules.values()  # type: ignore[no-any-return]
+        return self._modules.values()
 
     def items(self) -> Iterable[tuple[str, Module]]:
         """``(name, module)`` pairs."""
-        return self._modules.items()  # type: ignore[no-any-return]
+        return self._modules.items()
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """A ModuleDict is not callable itself; index it."""

@@ -13,6 +13,7 @@ from ..module import Module
 from ..parameter import Parameter
 from ..tensor import Tensor, as_tensor, error
 from ._util import check_int, check_prob, layer_error
+from .kv_cache import active_cache
 
 __all__ = ["Embedding", "LearnedPositionalEncoding", "SinusoidalPositionalEncoding",
            "sinusoidal_table"]
@@ -88,12 +89,15 @@ class SinusoidalPositionalEncoding(Module):
             raise error(ShapeError, f"{type(self).__name__}: input {x.type} does not end in "
                         f"d_model={self.d_model}")
         n = x.shape[axis]
-        if isinstance(n, int):
+        cache = active_cache()
+        if cache is not None and self.batch_first:  # generation: (N, T, D) after the past
+            pos = cache.positions(n).to(x.dtype).unsqueeze(2)
+        elif isinstance(n, int):
             pe = as_tensor(sinusoidal_table(n, self.d_model, self.base), x.dtype)
             return pe if self.batch_first else pe.unsqueeze(1)
-        # one (T, D) slice of x gives the shape to number positions from
-        plane = x[0] if self.batch_first else x[:, 0]
-        pos = Tensor(ops.iota_like(plane.value, axis=0)).to(x.dtype)
+        else:  # one (T, D) slice of x gives the shape to number positions from
+            plane = x[0] if self.batch_first else x[:, 0]
+            pos = Tensor(ops.iota_like(plane.value, axis=0)).to(x.dtype)
         d = np.arange(self.d_model)
         inv_freq = as_tensor(np.power(self.base, -(d - d % 2) / self.d_model), x.dtype)
         phase = as_tensor(np.where(d % 2 == 0, 0.0, np.pi / 2), x.dtype)
@@ -127,6 +131,11 @@ class LearnedPositionalEncoding(Module):
         """The first T rows of ``weight``: (T, D), or (T, 1, D) batch second."""
         axis = _seq_axis(x, self.batch_first, type(self).__name__)
         n = x.shape[axis]
+        cache = active_cache()
+        if cache is not None:  # generation: positions after the past, as the cache counts them
+            if not self.batch_first:
+                raise error(ShapeError, f"{type(self).__name__}: a KV cache needs batch_first")
+            return F.embedding(cache.positions(n), self.weight)
         if isinstance(n, int):
             if n > self.max_len:
                 raise error(ShapeError, f"{type(self).__name__}: sequence length {n} exceeds "

@@ -67,7 +67,7 @@ class _RNNBase(Module):
         col = Tensor(ops.full_like(x[:, :1].value, value=0.0))
         return col.expand(col.shape[0], self.hidden_size)
 
-    def _initial(self, hx: Any, x0: Tensor, index: int) -> State:
+    def _initial(self, hx: Any, x0: Tensor, index: int) -> Tensor:
         if hx is None:
             return self._zeros(x0)
         return as_tensor(hx)[index]
@@ -110,9 +110,8 @@ class _RNNBase(Module):
             outs_per_dir = []
             for d, sfx in enumerate(dirs):
                 i = layer * len(dirs) + d
-                state: State = self._initial(h0, xs[0], i)
-                if self._gates == 4:
-                    state = (state, self._initial(c0, xs[0], i))
+                h = self._initial(h0, xs[0], i)
+                state: State = (h, self._initial(c0, xs[0], i)) if self._gates == 4 else h
                 outs, state = self._run_direction(xs, state, layer, sfx)
                 outs_per_dir.append(outs)
                 if isinstance(state, tuple):

@@ -244,7 +244,7 @@ class NodeCtx:
         from lbdl_graph import ops
 
         arr = np.asarray(value, dtype=dtype(dt).numpy if dt is not None else None)
-        return self.emit(ops.constant, value=arr)  # type: ignore[no-any-return]
+        return self.emit(ops.constant, value=arr)
 
     def scalar(self, value: float, like: Value | DType) -> Value:
         """A rank-0 constant of ``like``'s dtype."""

@@ -10,6 +10,7 @@ are substituted and the schema's attribute defaults are filled in. Context-depen
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import onnx
 from onnx import AttributeProto, FunctionProto, NodeProto, TypeProto
@@ -19,8 +20,8 @@ __all__ = ["expand_function", "has_function_body"]
 
 def has_function_body(node: NodeProto, opset: int) -> bool:
     """True if the standard op of ``node`` is defined by a function body at ``opset``."""
-    try:
-        schema = onnx.defs.get_schema(node.op_type, opset, node.domain)
+    try:  # Any: onnx's defs.pyi lacks the function-body API (function_opset_versions, ...)
+        schema: Any = onnx.defs.get_schema(node.op_type, opset, node.domain)
     except Exception:
         return False
     return any(v <= opset for v in [*schema.function_opset_versions,
@@ -29,8 +30,8 @@ def has_function_body(node: NodeProto, opset: int) -> bool:
 
 def _function_body(node: NodeProto, opset: int, input_types: Sequence[TypeProto | None]
                    ) -> FunctionProto | None:
-    try:
-        schema = onnx.defs.get_schema(node.op_type, opset, node.domain)
+    try:  # Any: onnx's defs.pyi lacks the function-body API (get_function_with_opset_version)
+        schema: Any = onnx.defs.get_schema(node.op_type, opset, node.domain)
     except Exception:  # no schema: not a standard op
         return None
     body = FunctionProto()

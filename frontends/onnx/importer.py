@@ -279,6 +279,10 @@ class Importer:
             except LbdlError as e:
                 raise self.src.error(f"node '{n.name}' ({proto.op_type}): {e.message}",
                                      node=n.name, op=proto.op_type, hint=e.hint) from None
+            except (ValueError, IndexError, TypeError, KeyError, ArithmeticError) as e:
+                # a handler met inputs its op's spec rules out (a rank, a missing operand)
+                raise n.error(f"malformed node: inputs ({self._types(proto)}) do not fit "
+                              f"{proto.op_type} ({type(e).__name__}: {e})") from None
         if bad_ops or features:
             raise self._unsupported(bad_ops, features, needs)
         outputs: dict[str, Value] = {}
@@ -296,6 +300,16 @@ class Importer:
             return self.b.build(outputs, prune=True)
         except LbdlError as e:
             raise self.src.error(f"the imported graph is invalid: {e}") from None
+
+    def _types(self, proto: NodeProto) -> str:
+        """The types of a node's inputs as imported so far (``?`` where unknown)."""
+        out = []
+        for i in proto.input:
+            try:
+                out.append(str(self.value(i).type) if i else "_")
+            except LbdlError:
+                out.append("?")
+        return ", ".join(out)
 
     def expand(self, proto: NodeProto) -> list[NodeProto] | None:
         """The function body replacing a node the importer has no handler for (or None)."""

@@ -70,7 +70,8 @@ def _window_sum(n: NodeCtx, x: Value, kernel: list[int], strides: list[int],
                     dtype=x.dtype.numpy)
     region = tuple(slice(0, shape[2 + i] + p[i] + p[i + k]) if include_pad else
                    slice(p[i], p[i] + shape[2 + i]) for i in range(k))
-    mask[(0, 0, *region)] = 1
+    inside: tuple[int | slice, ...] = (0, 0, *region)
+    mask[inside] = 1
     count = n.emit(ops.conv, n.constant(mask, x.dtype),
                    n.constant(np.ones((1, 1, *kernel), dtype=x.dtype.numpy), x.dtype), None,
                    **conv)

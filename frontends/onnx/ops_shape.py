@@ -65,9 +65,9 @@ def _flatten(n: NodeCtx) -> Value:
     axis = axis + x.ndim if axis < 0 else axis
     head, tail = x.shape[:axis], x.shape[axis:]
     if all(isinstance(d, int) for d in head):
-        shape = (math.prod(head), -1)  # type: ignore[arg-type]
+        shape = (math.prod(head), -1)
     elif all(isinstance(d, int) for d in tail):
-        shape = (-1, math.prod(tail))  # type: ignore[arg-type]
+        shape = (-1, math.prod(tail))
     elif axis == 1:
         shape = (0, -1)
     else:
@@ -166,7 +166,7 @@ def _gather_nd(n: NodeCtx) -> Value:
     dims = data.shape[:k]
     if not all(isinstance(d, int) for d in dims):
         raise n.unsupported(f"GatherND needs static leading dims of data, got {data.type}")
-    strides = [int(math.prod(dims[i + 1:])) for i in range(k)]  # type: ignore[arg-type]
+    strides = [int(math.prod(dims[i + 1:])) for i in range(k)]
     neg = n.emit(ops.less, idx, n.scalar(0, idx))
     fixed = n.emit(ops.where, neg, n.emit(ops.add, idx, n.constant(dims, idx.dtype)), idx)
     flat = n.emit(ops.reduce_sum, n.emit(ops.mul, fixed, n.constant(strides, idx.dtype)),
@@ -174,7 +174,7 @@ def _gather_nd(n: NodeCtx) -> Value:
     rest = [d if isinstance(d, int) else -1 for d in data.shape[k:]]
     if rest.count(-1) > 1:
         raise n.unsupported(f"GatherND needs at most one symbolic trailing dim, got {data.type}")
-    table = n.emit(ops.reshape, data, shape=(int(math.prod(dims)), *rest))  # type: ignore
+    table = n.emit(ops.reshape, data, shape=(int(math.prod(dims)), *rest))
     return n.emit(ops.gather, table, flat, axis=0, out=0)
 
 
@@ -250,12 +250,16 @@ def _range(n: NodeCtx) -> Value:
         return n.emit(ops.cast, idx, to=dt, out=0)
     start, limit, delta = (n.const(i, w) for i, w in enumerate(("start", "limit", "delta")))
     assert start is not None and limit is not None and delta is not None
-    return n.constant(np.arange(start, limit, delta, dtype=np.asarray(start).dtype))
+    # the stubs want scalars; np.arange takes these one-element arrays as well
+    return n.constant(np.arange(start, limit, delta,  # type: ignore[call-overload]
+                                dtype=np.asarray(start).dtype))
 
 
 @handles("EyeLike")
 def _eye_like(n: NodeCtx) -> Value:
     x = n.x(0)
+    if x.ndim != 2:
+        raise n.error(f"EyeLike takes a 2-D input, got {x.type}")
     rows, cols = n.static_shape(x, "EyeLike")
     dt = onnx_dtype(n.attr("dtype"), "EyeLike dtype") if "dtype" in n.attrs else x.dtype
     return n.constant(np.eye(rows, cols, n.attr("k", 0)).astype(dt.numpy), dt)
@@ -264,12 +268,15 @@ def _eye_like(n: NodeCtx) -> Value:
 @handles("Trilu")
 def _trilu(n: NodeCtx) -> Value:
     x = n.x(0)
+    if x.ndim < 2:
+        raise n.error(f"Trilu takes an input of rank >= 2, got {x.type}")
     rows, cols = x.shape[-2:]
     if not isinstance(rows, int) or not isinstance(cols, int):
         raise n.unsupported(f"Trilu needs static last two dims, got {x.type}")
-    k = n.ints(1, "k") if n.has(1) else [0]
+    k = n.ints(1, "k")  # None when absent
+    k0 = 0 if k is None else k[0]
     ones = np.ones((rows, cols), dtype=bool)
-    mask = np.triu(ones, k[0]) if n.attr("upper", 1) else np.tril(ones, k[0])
+    mask = np.triu(ones, k0) if n.attr("upper", 1) else np.tril(ones, k0)
     return n.emit(ops.where, n.constant(mask), x, n.scalar(0, x), out=0)
 
 
@@ -297,6 +304,9 @@ def _one_hot(n: NodeCtx) -> Value:
 def _depth_space(n: NodeCtx) -> Value:
     x = n.x(0)
     b = int(n.attr("blocksize"))
+    if x.ndim != 4 or b < 1:
+        raise n.error(f"{n.op_type} takes a 4-D (N, C, H, W) input and blocksize >= 1, got "
+                      f"{x.type} and blocksize {b}")
     _, c, h, w = x.shape
     if not all(isinstance(d, int) for d in (c, h, w)):
         raise n.unsupported(f"{n.op_type} needs static C, H, W, got {x.type}")

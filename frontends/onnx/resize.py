@@ -42,7 +42,7 @@ def _linear(antialias: bool) -> Coeffs:
         start = int(np.floor(-1 / s) + 1)
         args = (np.arange(start, start + 2 - 2 * start) - ratio) * s
         c = np.clip(1 - np.abs(args), 0, 1)
-        return c / c.sum()  # type: ignore[no-any-return]
+        return c / c.sum()
 
     return coeffs
 
@@ -63,7 +63,7 @@ def _cubic(a: float, antialias: bool) -> Coeffs:
         s = min(scale, 1.0)
         start = int(np.floor(-2 / s) + 1)
         c = np.array([kernel(s * (i - ratio)) for i in range(start, 2 - start)])
-        return c / c.sum()  # type: ignore[no-any-return]
+        return c / c.sum()
 
     return coeffs
 
@@ -129,10 +129,12 @@ def _plan(n: NodeCtx, shape: tuple[int, ...]) -> tuple[list[float], list[int], l
     axes = n.attr("axes")
     axes = [a % r for a in axes] if axes is not None else list(range(r))
     roi = n.const(1, "roi") if n.has(1) else None
-    scales = n.const(2, "scales") if n.has(2) else None
-    sizes = n.const(3, "sizes") if n.has(3) else None
-    scales = None if scales is None or scales.size == 0 else [float(v) for v in scales]
-    sizes = None if sizes is None or sizes.size == 0 else [int(v) for v in sizes]
+    given_scales = n.const(2, "scales") if n.has(2) else None
+    given_sizes = n.const(3, "sizes") if n.has(3) else None
+    scales = (None if given_scales is None or given_scales.size == 0
+              else [float(v) for v in given_scales])
+    sizes = (None if given_sizes is None or given_sizes.size == 0
+             else [int(v) for v in given_sizes])
     full_roi = [0.0] * r + [1.0] * r
     if roi is not None and roi.size:
         vals = [float(v) for v in np.asarray(roi).reshape(-1)]

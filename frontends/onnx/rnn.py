@@ -32,7 +32,7 @@ def _activation(n: NodeCtx, name: str, alpha: float | None, beta: float | None) 
         if key in ("sigmoid", "tanh", "relu", "softplus"):
             op = {"sigmoid": ops.sigmoid, "tanh": ops.tanh, "relu": ops.relu,
                   "softplus": ops.softplus}[key]
-            return n.emit(op, x)  # type: ignore[no-any-return]
+            return n.emit(op, x)
         if key == "leakyrelu":
             return n.emit(ops.leaky_relu, x, alpha=alpha if alpha is not None else 0.01)
         if key == "affine":

@@ -217,7 +217,7 @@ def _out_shape(op: str, ins: Sequence[np.ndarray | None],
         raise OnnxError("Range takes scalar start, limit and delta, got shapes "
                         f"{[list(i.shape) if i is not None else '?' for i in ins]}")
     if op == "Range" and len(ins) == 3 and all(i is not None and i.size == 1 for i in ins):
-        start, limit, delta = (float(np.asarray(i).reshape(-1)[0]) for i in ins)  # type: ignore
+        start, limit, delta = (float(np.asarray(i).reshape(-1)[0]) for i in ins)
         if delta == 0 or not all(math.isfinite(v) for v in (start, limit, delta)):
             raise OnnxError(f"Range with start={start}, limit={limit}, delta={delta}: delta "
                             "must be a non-zero finite number")

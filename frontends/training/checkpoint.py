@@ -94,7 +94,7 @@ def _header(data: bytes, path: Path) -> dict[str, Any]:
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an lbdl-graph checkpoint (format "
                               f"{meta.get('format')!r})")
-    return meta  # type: ignore[no-any-return]
+    return meta
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -116,7 +116,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
     return tensors, _user_meta(meta.get("meta", "{}"), path)
 
 
-_META_INTS = ("epoch", "batch", "bad_epochs")
+_META_INTS = ("epoch", "batch", "samples", "world_size", "bad_epochs")
 
 
 def _user_meta(text: Any, path: Path) -> dict[str, Any]:

@@ -30,8 +30,8 @@ from lbdl_graph.passes.tie_params import tie_params
 from ..tensor import Tensor
 from ..trace import InputSpec
 
-__all__ = ["attach_loss", "check_batches", "fixed_batch", "graph_inputs", "prepare_graph",
-           "target_spec"]
+__all__ = ["attach_loss", "check_batches", "fixed_batch", "graph_inputs", "graph_losses",
+           "graph_target_spec", "prepare_graph"]
 
 LossFn = Callable[[Any, Tensor], Tensor]
 
@@ -93,7 +93,7 @@ def _output(graph: Graph, output: str | None) -> Value:
     return graph.outputs[names.index(output)]
 
 
-def target_spec(graph: Graph, y: Any, output: str | None = None) -> InputSpec | None:
+def graph_target_spec(graph: Graph, y: Any, output: str | None = None) -> InputSpec | None:
     """The spec of the target input ``y``: y's per-sample shape and dtype, and the output's
     leading (batch) dim."""
     if y is None:
@@ -111,13 +111,14 @@ def fixed_batch(graph: Graph) -> int | None:
     return static[0] if static else None
 
 
-def check_batches(graph: Graph, batch_size: int, counts: Mapping[str, int]) -> None:
+def check_batches(graph: Graph, batch_size: int, drop_last: bool,
+                  counts: Mapping[str, int]) -> None:
     """A graph with a fixed batch needs ``batch_size`` equal to it and sample counts that are
-    multiples of it (no partial last batch)."""
+    multiples of it (no partial last batch; ``drop_last`` drops the training one)."""
     fixed = fixed_batch(graph)
     if fixed is None:
         return
-    bad = {k: n for k, n in counts.items() if n % fixed}
+    bad = {k: n for k, n in counts.items() if n % fixed and not (drop_last and k == "training")}
     if batch_size != fixed or bad:
         raise InputError(f"graph '{graph.name}' has a fixed batch of {fixed}: use batch_size="
                          f"{fixed} (got {batch_size}) and sample counts that are multiples of "
@@ -144,3 +145,11 @@ def attach_loss(graph: Graph, target: InputSpec | None, loss: LossFn,
         res.update((k, f(out, y).value) for k, f in metrics.items())
     b.metadata["training"] = training
     return b.build(res, prune=True)
+
+
+def graph_losses(graph: Graph, y: Any, loss: LossFn, metrics: Mapping[str, LossFn],
+                 output: str | None = None) -> tuple[Graph, Graph]:
+    """:func:`attach_loss` in training and in eval mode, the target spec taken from ``y``."""
+    target = graph_target_spec(graph, y, output)
+    return (attach_loss(graph, target, loss, metrics, output=output, training=True),
+            attach_loss(graph, target, loss, metrics, output=output, training=False))

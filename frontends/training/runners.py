@@ -35,6 +35,7 @@ class _NumpyEval:
     def __init__(self, graph: Graph) -> None:
         self._interp = Interpreter(graph, training=False)
         self.input_names = [v.name for v in graph.inputs]
+        self.output_names = graph.output_names()
 
     def run(self, inputs: dict[str, Any]) -> dict[str, Any]:
         return self._interp.run(inputs)

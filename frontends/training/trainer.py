@@ -1,4 +1,5 @@
-"""``fit``: train a Module with a compiled training step on the NumPy or ONNX Runtime backend.
+"""``fit``: train a Module (or a Graph, e.g. an imported ONNX model: :mod:`.graph_model`) with a
+compiled training step on the NumPy or ONNX Runtime backend.
 
 The model and its loss are traced once into a forward graph, compiled into a single training
 step graph (forward, loss, backward, clipping, optimizer update, batch-norm statistics, RNG),
@@ -8,11 +9,13 @@ stays inside the runner. Validation uses an eval-mode graph fed with the current
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,56 +26,31 @@ from lbdl_graph.graph import Graph
 from lbdl_graph.passes.optim import Adam, Optimizer
 from lbdl_graph.passes.train_step import TrainStep, make_train_step, params_to_inputs
 
-from .. import functional as F
 from ..module import Module
-from ..tensor import Tensor
-from ..trace import InputSpec, trace
-from .checkpoint import load_checkpoint, save_checkpoint
-from .graph_model import (
-    attach_loss,
-    check_batches,
-    graph_inputs,
-    prepare_graph,
+from .graph_model import check_batches, graph_inputs, prepare_graph
+from .losses import (  # noqa: F401  (re-exported: runs.py and the CLI import them from here)
+    LOSSES,
+    METRICS,
+    LossFn,
+    _as_inputs,
+    _metric_fns,
+    _specs,
+    loss_graphs,
     target_spec,
+    trace_loss,
 )
-from .runners import make_eval_runner, make_step_runner
+from .runners import make_eval_runner
+from .runs import LocalRun, communicator, make_run
 
 __all__ = ["LOSSES", "METRICS", "History", "compile_training", "evaluate", "fit"]
 
-LossFn = Callable[[Any, Tensor], Tensor]
 BEST = "best/"  # checkpoint prefix of early stopping's best weights
-
-
-def _ce(out: Tensor, y: Tensor) -> Tensor:
-    # PyTorch's layout puts classes on axis 1 ((N, C, H, W) logits, (N, H, W) targets); sequence
-    # models give (N, T, C) logits with (N, T) targets: classes last
-    classes_last = out.ndim > 2 and tuple(y.shape) == tuple(out.shape[:-1])
-    if classes_last and tuple(y.shape) != tuple(out.shape[:1]) + tuple(out.shape[2:]):
-        return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
-    return F.cross_entropy(out, y)
-
-
-LOSSES: dict[str, LossFn] = {
-    "cross_entropy": _ce,
-    "mse": lambda out, y: F.mse_loss(out, y),
-    "bce": lambda out, y: F.binary_cross_entropy_with_logits(out, y),
-}
-
-
-def _accuracy(out: Tensor, y: Tensor) -> Tensor:
-    return (out.argmax(-1) == y).float().mean()
-
-
-METRICS: dict[str, LossFn] = {"accuracy": _accuracy}
 
 
 @dataclass
 class History:
-    """Per-epoch figures: ``history["loss"]``, ``history["val_accuracy"]``, ...
-
-    When a Graph was trained, ``graph`` is the trained graph (after tying) and ``tied`` the
-    parameters tied before training (``copy -> kept`` or ``copy -> transpose(kept)``).
-    """
+    """Per-epoch figures: ``history["loss"]``, ``history["val_accuracy"]``, ...; after training
+    a Graph, ``graph`` is the trained graph and ``tied`` the parameters tied before training."""
 
     epochs: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int | None = None
@@ -88,88 +66,21 @@ class History:
         return sorted({k for e in self.epochs for k in e})
 
 
-def _as_inputs(x: Any) -> dict[str, np.ndarray]:
-    if isinstance(x, Mapping):
-        return {k: np.asarray(v) for k, v in x.items()}
-    return {"x": np.asarray(x)}
-
-
-def _specs(data: Mapping[str, np.ndarray]) -> dict[str, InputSpec]:
-    return {k: InputSpec(("N", *v.shape[1:]), v.dtype, k) for k, v in data.items()}
-
-
-def _loss_fn(loss: str | LossFn) -> LossFn:
-    if callable(loss):
-        return loss
-    if loss not in LOSSES:
-        raise InputError(f"unknown loss {loss!r}; use one of {sorted(LOSSES)} or a callable")
-    return LOSSES[loss]
-
-
-def _metric_fns(metrics: Sequence[str | tuple[str, LossFn]]) -> dict[str, LossFn]:
-    out: dict[str, LossFn] = {}
-    for m in metrics:
-        if isinstance(m, tuple):
-            out[m[0]] = m[1]
-        elif m in METRICS:
-            out[m] = METRICS[m]
-        else:
-            raise InputError(f"unknown metric {m!r}; use one of {sorted(METRICS)} or (name, fn)")
-    return out
-
-
-def trace_loss(model: Module, inputs: Mapping[str, InputSpec], target: InputSpec | None,
-               loss: str | LossFn, metrics: Mapping[str, LossFn], *, training: bool) -> Graph:
-    """Trace ``model`` followed by its loss and metrics into one graph (outputs loss, metrics)."""
-    lfn = _loss_fn(loss)
-    names = list(inputs)
-
-    def with_loss(**kw: Tensor) -> dict[str, Tensor]:
-        y = kw.pop("y") if target is not None else None
-        out = model(*(kw[n] for n in names)) if len(names) > 1 else model(kw[names[0]])
-        target_t = y if y is not None else kw[names[0]]  # no target: reconstruct the input
-        res = {"loss": lfn(out, target_t)}
-        res.update((k, f(out, target_t)) for k, f in metrics.items())
-        return res
-
-    specs: dict[str, InputSpec] = dict(inputs)
-    if target is not None:
-        specs["y"] = target
-    return trace(with_loss, specs, name=type(model).__name__, training=training, module=model)
-
-
 def compile_training(model: Module | Graph, x: Any, y: Any = None, *,
                      loss: str | LossFn = "cross_entropy",
                      metrics: Sequence[str | tuple[str, LossFn]] = (),
                      optimizer: Optimizer | None = None, clip_grad_norm: float | None = None,
                      seed: int = 0, output: str | None = None,
                      tie_weights: bool = True) -> tuple[TrainStep, Graph]:
-    """The compiled training step and the eval graph (params as inputs) for ``model``.
-
-    ``model`` is a Module, or a Graph whose ``output`` (default: its only output) the loss
-    reads; a graph's twice-stored parameters are tied first unless ``tie_weights=False``
-    (the ties are in ``step.graph.metadata["tied_params"]``).
-    """
-    mfns = _metric_fns(metrics)
+    """The compiled training step and the eval graph (params as inputs) for ``model``: a
+    Module, or a Graph whose ``output`` the loss reads, its twice-stored parameters tied first
+    unless ``tie_weights=False`` (ties in ``step.graph.metadata["tied_params"]``)."""
     if isinstance(model, Graph):
-        graph, _ = prepare_graph(model, tie_weights)
-        target = target_spec(graph, y, output)
-        fwd = attach_loss(graph, target, _loss_fn(loss), mfns, output=output, training=True)
-        ev = attach_loss(graph, target, _loss_fn(loss), mfns, output=output, training=False)
-    else:
-        data = _as_inputs(x)
-        target = (InputSpec(("N", *np.shape(y)[1:]), np.asarray(y).dtype, "y")
-                  if y is not None else None)
-        fwd = trace_loss(model, _specs(data), target, loss, mfns, training=True)
-        ev = trace_loss(model, _specs(data), target, loss, mfns, training=False)
+        model = prepare_graph(model, tie_weights)[0]
+    fwd, ev = loss_graphs(model, x, y, loss, _metric_fns(metrics), output)
     step = make_train_step(fwd, optimizer or Adam(), clip_grad_norm=clip_grad_norm, seed=seed)
     ev = params_to_inputs(ev, [p.name for p in ev.params if p.name in step.info.state])
     return step, ev
-
-
-def _batches(n: int, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
-    order = rng.permutation(n) if rng is not None else np.arange(n)
-    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
 def evaluate(runner: Any, data: Mapping[str, np.ndarray], state: Mapping[str, np.ndarray],
@@ -179,7 +90,7 @@ def evaluate(runner: Any, data: Mapping[str, np.ndarray], state: Mapping[str, np
     wanted = set(runner.input_names)
     params = {k: v for k, v in state.items() if k in wanted}
     totals: dict[str, float] = {}
-    for idx in _batches(n, batch_size, None):
+    for idx in (np.arange(i, min(i + batch_size, n)) for i in range(0, n, batch_size)):
         out = runner.run({**{k: v[idx] for k, v in data.items()}, **params})
         for k, v in out.items():
             totals[k] = totals.get(k, 0.0) + float(v) * len(idx)
@@ -194,7 +105,8 @@ def fit(model: Module | Graph, x: Any, y: Any = None, *, loss: str | LossFn = "c
         backend: str = "numpy", clip_grad_norm: float | None = None,
         progress: bool | None = None, checkpoint: str | Path | None = None,
         resume: str | Path | None = None, max_steps: int | None = None,
-        output: str | None = None, tie_weights: bool = True) -> History:
+        distributed: bool | Any = False, drop_last: bool = False, output: str | None = None,
+        tie_weights: bool = True) -> History:
     """Train ``model`` on ``x`` (an array or a dict of named arrays) and targets ``y``.
 
     ``y=None`` trains a reconstruction (autoencoder) on the first input. ``early_stopping=k``
@@ -202,21 +114,47 @@ def fit(model: Module | Graph, x: Any, y: Any = None, *, loss: str | LossFn = "c
     ``mode`` says whether lower ("min") or higher ("max") is better ("auto": min for losses,
     max for accuracies, an error for other names). ``checkpoint`` is written after every epoch
     and when ``max_steps`` stops mid-epoch (atomically); ``resume`` continues from one, at the
-    batch where it stopped.
-    The trained parameters and buffers are loaded back into a Module. ``model`` may also be a
-    Graph (an imported ONNX model): the loss reads its ``output`` (default: its only output),
-    ``x`` is keyed by its input names, parameters stored twice are tied first unless
-    ``tie_weights=False`` (see :mod:`.graph_model`), and the trained graph is
-    ``history.graph``. Returns the History.
+    sample where it stopped.
+    ``distributed=True`` (or a :class:`~.distributed.Communicator`) trains data-parallel over
+    the MPI ranks started by ``mpiexec``: every rank calls ``fit`` with the same data and
+    settings, ``batch_size`` is per rank, each rank trains on its shard (the last batch padded,
+    or dropped with ``drop_last``), gradients are averaged every step, only rank 0 shows
+    progress and writes checkpoints; see :mod:`.runs`.
+    The trained parameters and buffers are loaded back into ``model``. Returns the History.
+    ``model`` may be a Graph (an imported ONNX model): the loss reads its ``output`` (default:
+    its only output), ``x`` is keyed by its input names, parameters stored twice are tied first
+    unless ``tie_weights=False`` (reported in ``history.tied``) and the trained graph is
+    ``history.graph`` (see :mod:`.graph_model`).
     """
+    comm = communicator(distributed)
+    # with ranks, a rank that raises (even on bad input) aborts them all instead of leaving
+    # the others waiting in a collective
+    with comm.guard() if comm is not None else contextlib.nullcontext():
+        return _fit(model, x, y, comm, loss=loss, metrics=metrics, optimizer=optimizer,
+                    epochs=epochs, batch_size=batch_size, validation_split=validation_split,
+                    validation_data=validation_data, shuffle=shuffle, seed=seed,
+                    early_stopping=early_stopping, monitor=monitor, mode=mode,
+                    backend=backend, clip_grad_norm=clip_grad_norm, progress=progress,
+                    checkpoint=checkpoint, resume=resume, max_steps=max_steps,
+                    drop_last=drop_last, output=output, tie_weights=tie_weights)
+
+
+def _fit(model: Module | Graph, x: Any, y: Any, comm: Any, *, loss: str | LossFn,
+         metrics: Sequence[str | tuple[str, LossFn]], optimizer: Optimizer | None,
+         epochs: int, batch_size: int, validation_split: float,
+         validation_data: tuple[Any, Any] | None, shuffle: bool, seed: int,
+         early_stopping: int | None, monitor: str, mode: str, backend: str,
+         clip_grad_norm: float | None, progress: bool | None, checkpoint: str | Path | None,
+         resume: str | Path | None, max_steps: int | None, drop_last: bool,
+         output: str | None, tie_weights: bool) -> History:
+    """:func:`fit` after the ranks (if any) are known: checks, splits, then trains."""
     if epochs < 1 or batch_size < 1:
         raise InputError(f"epochs and batch_size must be >= 1 (got {epochs}, {batch_size})")
     tied: dict[str, str] = {}
     if isinstance(model, Graph):
         model, tied = prepare_graph(model, tie_weights)
-        data = graph_inputs(model, x)
-    else:
-        data = _as_inputs(x)
+    as_inputs = partial(graph_inputs, model) if isinstance(model, Graph) else _as_inputs
+    data = as_inputs(x)
     if "y" in data:
         raise InputError("input name 'y' is reserved for the targets; rename that input")
     if y is not None:
@@ -230,8 +168,7 @@ def fit(model: Module | Graph, x: Any, y: Any = None, *, loss: str | LossFn = "c
     rng = np.random.default_rng(seed)
     val: dict[str, np.ndarray] | None = None
     if validation_data is not None:
-        val = (graph_inputs(model, validation_data[0]) if isinstance(model, Graph)
-               else _as_inputs(validation_data[0]))
+        val = as_inputs(validation_data[0])
         if validation_data[1] is not None:
             val["y"] = np.asarray(validation_data[1])
     elif validation_split > 0:
@@ -242,21 +179,46 @@ def fit(model: Module | Graph, x: Any, y: Any = None, *, loss: str | LossFn = "c
         val = {k: v[perm[:n_val]] for k, v in data.items()}
         data = {k: v[perm[n_val:]] for k, v in data.items()}
         total -= n_val
-    xs = {k: v for k, v in data.items() if k != "y"}
     if isinstance(model, Graph):
-        check_batches(model, batch_size, {"training": total, "validation":
-                                          len(next(iter(val.values()))) if val else 0})
-    step, ev = compile_training(model, xs, data.get("y"), loss=loss, metrics=metrics,
-                                optimizer=optimizer, clip_grad_norm=clip_grad_norm, seed=seed,
-                                output=output, tie_weights=False)
-    runner = make_step_runner(step, backend)
+        check_batches(model, batch_size, drop_last, {"training": total, "validation": len(
+            next(iter(val.values()))) if val else 0})
+    run = make_run(comm, total, batch_size, seed, shuffle, drop_last)
+    history = _train(run, model, data, val, loss=loss, metrics=metrics, optimizer=optimizer,
+                     epochs=epochs, early_stopping=early_stopping, monitor=monitor,
+                     better_is=better_is, backend=backend, clip_grad_norm=clip_grad_norm,
+                     progress=progress, checkpoint=checkpoint, resume=resume,
+                     max_steps=max_steps, seed=seed, output=output)
+    history.tied = tied
+    return history
+
+
+def _train(run: LocalRun, model: Module | Graph, data: dict[str, np.ndarray],
+           val: dict[str, np.ndarray] | None, *, loss: str | LossFn,
+           metrics: Sequence[str | tuple[str, LossFn]], optimizer: Optimizer | None,
+           epochs: int, early_stopping: int | None, monitor: str, better_is: str, backend: str,
+           clip_grad_norm: float | None, progress: bool | None, checkpoint: str | Path | None,
+           resume: str | Path | None, max_steps: int | None, seed: int,
+           output: str | None) -> History:
+    """The epoch loop of :func:`fit` (after the data is checked and split)."""
+    xs = {k: v for k, v in data.items() if k != "y"}
+    step, ev = run.compile(model, xs, data.get("y"), loss=loss, metrics=metrics,
+                           optimizer=optimizer, clip_grad_norm=clip_grad_norm, seed=seed,
+                           output=output, tie_weights=False)  # _fit tied a graph already
+    runner = run.runner(step, backend)
     ev_runner = make_eval_runner(ev, backend)
-    history = History(tied=tied)
-    start_epoch, skip = 0, 0
+    run.start(runner, {"optimizer": optimizer, "loss": getattr(loss, "__qualname__", loss),
+                       "metrics": [m if isinstance(m, str) else m[0] for m in metrics],
+                       "epochs": epochs, "batch_size": run.batch_size, "seed": seed,
+                       "backend": backend, "clip": clip_grad_norm, "monitor": monitor,
+                       "early_stopping": early_stopping, "max_steps": max_steps,
+                       "validation": None if val is None else len(next(iter(val.values())))},
+              data)
+    history = History()
+    start_epoch, start = 0, 0
     best: tuple[float, dict[str, np.ndarray]] | None = None
     bad_epochs = 0
     if resume is not None:
-        state, meta = load_checkpoint(resume)
+        state, meta = run.load(resume)
         kept = {k[len(BEST):]: v for k, v in state.items() if k.startswith(BEST)}
         state = {k: v for k, v in state.items() if not k.startswith(BEST)}
         if kept and "best_score" in meta:  # early stopping carries on where it was
@@ -268,25 +230,28 @@ def fit(model: Module | Graph, x: Any, y: Any = None, *, loss: str | LossFn = "c
             raise CheckpointError(f"checkpoint {resume} does not fit this model and optimizer: "
                                   f"missing {missing}, unexpected {extra}")
         runner.set_state(state)
-        start_epoch, skip = int(meta.get("epoch", 0)), int(meta.get("batch", 0))
+        start_epoch = int(meta.get("epoch", 0))
+        # "samples": the sample position in the epoch's order (any world size); checkpoints
+        # written before it existed hold "batch", a step count of this batch size
+        start = int(meta.get("samples", int(meta.get("batch", 0)) * run.batch_size * run.size))
         history.epochs = [e for e in meta.get("history", []) if not e.get("partial")]
     steps_done = 0
-    show = sys.stderr.isatty() if progress is None else progress
+    show = (sys.stderr.isatty() if progress is None else progress) and run.logs
     for epoch in range(start_epoch, epochs):
-        order_rng = np.random.default_rng([seed, epoch]) if shuffle else None
-        batches = _batches(total, batch_size, order_rng)[skip:]
-        first_batch, skip = len(_batches(total, batch_size, None)) - len(batches), 0
+        batches = run.batches(epoch, start)
+        first_batch = -(-start // (run.batch_size * run.size))
         sums: dict[str, float] = {}
         seen = 0
         t0 = time.perf_counter()
         bar = _progress(len(batches), epoch, epochs, show)
         stopped = False
-        for done, idx in enumerate(batches, start=first_batch + 1):
+        done = 0
+        for done, idx in enumerate(batches, start=1):
             batch = {k: v[idx] for k, v in data.items()}
             out = runner.step(batch)
             lv = float(out[step.info.loss])
             if not math.isfinite(lv):
-                raise _first_bad_node(step, batch, runner.previous_state(), lv, epoch)
+                raise run.bad_loss(runner, step, batch, lv, epoch)
             for k in (step.info.loss, *step.info.metrics):
                 sums[k] = sums.get(k, 0.0) + float(out[k]) * len(idx)
             steps_done += 1
@@ -296,7 +261,7 @@ def fit(model: Module | Graph, x: Any, y: Any = None, *, loss: str | LossFn = "c
                 shown = {k: f"{float(out[k]):.4f}" for k in step.info.metrics if k != "lr"}
                 bar.set_postfix(loss=f"{lv:.4f}", **shown, refresh=False)
             if max_steps is not None and steps_done >= max_steps:
-                stopped = done < first_batch + len(batches)
+                stopped = done < len(batches)
                 break
         if bar is not None:
             bar.close()
@@ -305,9 +270,10 @@ def fit(model: Module | Graph, x: Any, y: Any = None, *, loss: str | LossFn = "c
         record["seconds"] = time.perf_counter() - t0
         if stopped:
             record["partial"] = True
+        run.sync(runner, "end of epoch")
         if val is not None:
             record.update({f"val_{k}": v for k, v in
-                           evaluate(ev_runner, val, runner.state(), batch_size).items()})
+                           run.evaluate(ev_runner, val, runner.state()).items()})
         history.epochs.append(record)
         if early_stopping is not None and not stopped:
             if monitor not in record:
@@ -320,27 +286,26 @@ def fit(model: Module | Graph, x: Any, y: Any = None, *, loss: str | LossFn = "c
             else:
                 bad_epochs += 1
         if checkpoint is not None:
-            # a partial epoch resumes at its next batch (same shuffled order); early stopping's
+            # a partial epoch resumes at its next sample (same shuffled order); early stopping's
             # best weights and patience travel along so a resumed run decides the same way
-            position = {"epoch": epoch, "batch": done} if stopped else {"epoch": epoch + 1}
-            tensors, extra = runner.state(), {}
+            position = {"epoch": epoch, "batch": first_batch + done,
+                        "samples": run.consumed(start, done)} if stopped else \
+                {"epoch": epoch + 1}
+            tensors: dict[str, np.ndarray] = runner.state()
+            more: dict[str, Any] = {}
             if best is not None:
                 tensors.update({BEST + k: v for k, v in best[1].items()})
-                extra = {"best_score": best[0], "bad_epochs": bad_epochs,
-                         "best_epoch": history.best_epoch}
-            save_checkpoint(checkpoint, tensors, {**position, **extra,
-                                                  "history": history.epochs})
+                more = {"best_score": best[0], "bad_epochs": bad_epochs,
+                        "best_epoch": history.best_epoch}
+            run.save(checkpoint, tensors, {**position, **more, "history": history.epochs})
+        start = 0
         if early_stopping is not None and bad_epochs >= early_stopping:
             history.stopped_early = True
             break
         if max_steps is not None and steps_done >= max_steps:
             break
     final = best[1] if (early_stopping is not None and best is not None) else runner.state()
-    if isinstance(model, Graph):
-        history.graph = model.with_params({k: v for k, v in final.items()
-                                           if k in model.param_map})
-    else:
-        _load_into(model, final)
+    history.graph = _load_into(model, final)
     return history
 
 
@@ -371,9 +336,13 @@ def _first_bad_node(step: TrainStep, batch: Mapping[str, np.ndarray],
     return NumericError(f"{msg} (the NumPy replay of the step stayed finite)")
 
 
-def _load_into(model: Module, state: Mapping[str, np.ndarray]) -> None:
+def _load_into(model: Module | Graph, state: Mapping[str, np.ndarray]) -> Graph | None:
+    """Load the trained state into a Module (None), or the trained copy of a Graph."""
+    if isinstance(model, Graph):
+        return model.with_params({k: v for k, v in state.items() if k in model.param_map})
     own = model.state_dict()
     model.load_state_dict({k: state.get(k, v) for k, v in own.items()})
+    return None
 
 
 def _progress(total: int, epoch: int, epochs: int, show: bool) -> Any:

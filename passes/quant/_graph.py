@@ -23,7 +23,7 @@ from lbdl_graph.opdef import OpDef
 from lbdl_graph.types import tensor_type
 
 __all__ = ["KINDS", "Rewriter", "WeightUse", "dead_transposes", "only_weights", "select_uses",
-           "weight_uses"]
+           "untie_weights", "weight_uses"]
 
 KINDS: dict[str, tuple[OpDef, ...]] = {
     "matmul": (ops.matmul,),
@@ -134,6 +134,22 @@ def only_weights(graph: Graph, uses: Sequence[WeightUse]) -> list[WeightUse]:
     return [u for u in uses if u.param in good]
 
 
+def untie_weights(graph: Graph, uses: Sequence[WeightUse]) -> Graph:
+    """A graph where each parameter that ``uses`` read as a weight but other nodes read too
+    (a tied embedding: ``gather`` and the vocabulary head's ``matmul``) is copied: the weight
+    uses (through their transposes) read ``<name>.untied`` and the other nodes the original,
+    so quantising the copy leaves the other readers in float."""
+    tied = {u.param for u in uses} - {u.param for u in only_weights(graph, uses)}
+    if not tied:
+        return graph
+    readers = {u.via if u.via is not None else u.node for u in uses if u.param in tied}
+    rw = Rewriter(graph)
+    copies = {p.value: rw.param(f"{p.name}.untied", p.data) for p in tied}
+    for node in graph.nodes:
+        rw.keep(node, copies if node in readers else None)
+    return rw.build()
+
+
 def dead_transposes(graph: Graph, uses: Sequence[WeightUse]) -> set[Node]:
     """The transposes between parameters and rewritten nodes that nothing else reads."""
     nodes = {u.node for u in uses}
@@ -156,6 +172,10 @@ class Rewriter:
         self.b = GraphBuilder.from_graph(graph, copy_nodes=False)
         self.subst: dict[Value, Value] = {}
         self.node: Node | None = None  # the node being replaced (for names and source)
+
+    def current(self, v: Value | None) -> Value | None:
+        """What ``v`` stands for now: its substitute, or itself (None stays None)."""
+        return None if v is None else self.subst.get(v, v)
 
     def visit(self, targets: Mapping[Node, T], drop: Collection[Node] = ()
               ) -> Iterator[tuple[Node, T]]:
@@ -216,7 +236,7 @@ class Rewriter:
             return
         y = self.emit(op, *inputs, name=op.name, **attrs)
         for i, (step, step_attrs) in enumerate(steps):
-            args = (y, self.subst.get(bias, bias)) if step is ops.add else (y,)
+            args = (y, self.current(bias)) if step is ops.add else (y,)
             if i == len(steps) - 1:
                 self.emit_as(step, *args, out=n.outputs[0], **step_attrs)
             else:

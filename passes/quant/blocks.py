@@ -168,7 +168,7 @@ def block_fields(buf: np.ndarray, fmt: str | BlockFormat, shape: Sequence[int]) 
     blocks, rows, nb = _view(buf, f, shape)
     qs = blocks["qs"]
     codes = qs if f.bits == 8 else np.concatenate([qs & 15, qs >> 4], axis=1)
-    m = blocks["m"].reshape(rows, nb) if "m" in f.struct.names else None
+    m = blocks["m"].reshape(rows, nb) if "m" in (f.struct.names or ()) else None
     return BlockFields(blocks["d"].reshape(rows, nb), m, codes.reshape(rows, nb, QK))
 
 

@@ -184,8 +184,8 @@ def _act_qparams(lo: float, hi: float, activation_type: str) -> tuple[float, int
     """(scale, zero point, qmin, qmax) of an activation range: asymmetric for unsigned codes,
     symmetric (zero point 0, the lowest code unused) for signed ones."""
     if activation_type in ("uint8", "int8"):
-        s, zp = activation_qparams(lo, hi, activation_type)
-        return float(s), zp, *((0, 255) if activation_type == "uint8" else (-128, 127))
+        scale, zp = activation_qparams(lo, hi, activation_type)
+        return float(scale), zp, *((0, 255) if activation_type == "uint8" else (-128, 127))
     lo, hi = min(lo, 0.0), max(hi, 0.0)
     if activation_type == "int4":
         a = max(-lo, hi)
@@ -324,7 +324,7 @@ def convert_qat(graph: Graph, *, accuracy_level: int = 0) -> PassResult:
         rw.node = node
         if node.name in acts and meta["activation_type"] in ("uint8", "int8"):
             a = acts[node.name]
-            x = rw.subst.get(node.inputs[0], node.inputs[0])
+            x = rw.current(node.inputs[0])
             assert x is not None
             zp = int(np.rint(params[a["zero_point"]].data))
             rw.subst[node.outputs[0]] = qdq_pair(rw, x, float(params[a["scale"]].data), zp,

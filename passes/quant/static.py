@@ -106,7 +106,7 @@ def _split_linear(graph: Graph, nodes: set[Node]) -> tuple[Graph, dict[str, str]
     rw = Rewriter(graph, "quantize_static:split_linear")
     names: dict[str, str] = {}
     for node, _ in rw.visit(dict.fromkeys(nodes)):
-        x, w = (rw.subst.get(v, v) for v in node.inputs[:2])
+        x, w = (rw.current(v) for v in node.inputs[:2])
         assert x is not None and w is not None
         rw.emit_linear(ops.matmul, x, w, bias=node.inputs[2],
                        activation=node.attrs["activation"])
@@ -253,8 +253,8 @@ def quantize_static(graph: Graph, calibration_data: Batches, method: str = "minm
     return PassResult(new.replace(metadata=meta), True, stats)
 
 
-def qdq_pair(rw: Rewriter, v: Value, scale: float, zero_point: int, dtype: str = "uint8",
-             ) -> Value:
+def qdq_pair(rw: Rewriter, v: Value, scale: float | np.floating[Any], zero_point: int,
+             dtype: str = "uint8") -> Value:
     """``dequantize_linear(quantize_linear(v))`` with per-tensor parameters stored as
     ``<v>.scale`` / ``<v>.zero_point``; the codes have ``dtype`` (uint8, int8, uint4, int4)."""
     sv = rw.param(f"{v.name}.scale", np.asarray(scale, dtype=v.dtype.numpy))
@@ -294,7 +294,7 @@ def quantize_dynamic(graph: Graph, *, kinds: Sequence[str] = ("matmul", "linear"
                 s = rw.param(f"{u.param.name}.scale", np.asarray(scale, dtype=np.float32))
             weights[u.param] = (q, s)
         q, s = weights[u.param]
-        x = rw.subst.get(node.inputs[0], node.inputs[0])
+        x = rw.current(node.inputs[0])
         if node.op is ops.matmul:
             rw.emit_as(ops.dynamic_quant_matmul, x, q, s, None, None, out=node.outputs[0])
         else:

@@ -29,7 +29,14 @@ from lbdl_graph.errors import OpError, ShapeError
 from lbdl_graph.graph import Graph, Param, Value
 
 from ..base import PassResult
-from ._graph import Rewriter, WeightUse, dead_transposes, only_weights, select_uses
+from ._graph import (
+    Rewriter,
+    WeightUse,
+    dead_transposes,
+    only_weights,
+    select_uses,
+    untie_weights,
+)
 from .blocks import FORMATS, QK, block_fields, pack_nibbles_ort, quantize_blocks
 
 __all__ = ["SCHEMES", "int8_weight", "quantize_weights", "symmetric_int8"]
@@ -83,7 +90,7 @@ def _nbits_inputs(rw: Rewriter, x: Value, p: dict[str, Any]) -> dict[str, Value]
     the block sums of x."""
     dt = x.dtype
     if dt in p["cache"]:
-        return p["cache"][dt]  # type: ignore[no-any-return]
+        return p["cache"][dt]
 
     def cast(v: Value, name: str) -> Value:
         return v if v.dtype == dt else rw.emit(ops.cast, v, name=name, to=dt)
@@ -118,7 +125,7 @@ def _replace_block(rw: Rewriter, u: WeightUse, p: dict[str, Any], level: int) ->
     ``x @ (d (q - 8))^T + blocksums(x) @ (m + 8 d)^T``: the same d q + m, but ORT's MatMulNBits
     keeps its fast prepacked kernels (float zero points fall back to dequantising per call)."""
     n = u.node
-    x = rw.subst.get(n.inputs[0], n.inputs[0])
+    x = rw.current(n.inputs[0])
     assert x is not None
     vals = _nbits_inputs(rw, x, p)
     attrs = {"K": p["K"], "N": p["N"], "bits": p["bits"], "block_size": QK,
@@ -166,7 +173,7 @@ def quantize_weights(graph: Graph, scheme: str = "q4_1", *,
                      kinds: Sequence[str] = ("matmul", "linear"),
                      nodes: Sequence[str] | None = None, pad: bool = True,
                      min_elements: int = 0, accuracy_level: int = 0,
-                     q4_1_form: str = "split") -> PassResult:
+                     q4_1_form: str = "split", untie: bool = False) -> PassResult:
     """Weight-only quantisation of the weight parameters of matmul / linear (/ conv) nodes.
 
     Args:
@@ -182,6 +189,9 @@ def quantize_weights(graph: Graph, scheme: str = "q4_1", *,
             which ORT's CPU kernels need to be fast with 8 bits).
         q4_1_form: "split" (default: codes with zero point 8 plus a block-sum correction by
             m + 8 d, fast on ORT) or "float" (float zero points -m / d, ORT's slow path).
+        untie: a weight that other nodes read too (a tied embedding and vocabulary head) gets a
+            quantised copy for its weight uses, the other readers keep the float original;
+            without it such weights stay in float (counted as ``skipped``).
 
     Returns a PassResult whose stats count quantised weights and nodes and the weight bytes
     before and after; ``graph.metadata["quantization"]`` holds the same per weight.
@@ -198,6 +208,12 @@ def quantize_weights(graph: Graph, scheme: str = "q4_1", *,
                 and u.node.inputs[0].dtype.name in ("float32", "float16")]
     if not uses:
         return PassResult(graph, False, {"weights": 0, "nodes": 0})
+    if untie:
+        untied = untie_weights(graph, uses)
+        if untied is not graph:
+            return quantize_weights(untied, scheme, kinds=kinds, nodes=nodes, pad=pad,
+                                    min_elements=min_elements, accuracy_level=accuracy_level,
+                                    q4_1_form=q4_1_form)
     skipped = len({u.param for u in uses})
     uses = only_weights(graph, uses)
     skipped -= len({u.param for u in uses})

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import onnx
+
+from lbdl_graph.frontends.inspect import parse_svg
 
 from .helpers import cli, fails
 
@@ -89,7 +92,10 @@ def test_viz_svg_dot_and_diff(models: Path, tmp_path: Path) -> None:
     svg = tmp_path / "g.svg"
     r = cli("viz", "transformer_tiny", "-o", str(svg))
     assert r.returncode == 0, r.stderr
-    assert "<svg" in svg.read_text()[:300] and "encoder" in svg.read_text()
+    assert "<svg" in svg.read_text()[:400] and "encoder" in svg.read_text()
+    assert re.search(r"wrote .*g\.svg: transformer_tiny: depth \d of \d, \d+ boxes", r.stdout)
+    geo = parse_svg(svg.read_text())
+    assert geo.overlaps() == [] and geo.min_font_px >= 9 and len(geo.boxes) <= 60
     dot = tmp_path / "g.dot"
     assert cli("viz", str(models / "mlp.onnx"), "--dot", "-o", str(dot)).returncode == 0
     assert dot.read_text().startswith("digraph")
@@ -99,13 +105,53 @@ def test_viz_svg_dot_and_diff(models: Path, tmp_path: Path) -> None:
     assert "fused" in r.stdout and "fuse_linear" in r.stdout
     text = diff.read_text()
     assert "before:" in text and "rule: fuse_linear" in text
+    assert parse_svg(text).overlaps() == []
     r = cli("viz", "mlp_tiny", "--diff", "O2", "--dot", "-o", str(dot))
-    assert r.returncode == 0 and "#e9d8fd" in dot.read_text()  # fused nodes highlighted
+    assert r.returncode == 0 and "#e9d8fd" in dot.read_text()  # fused boxes coloured
+
+
+def test_viz_depth_expand_focus(tmp_path: Path) -> None:
+    out = tmp_path / "g.svg"
+    r = cli("viz", "gpt_tiny", "--depth", "1", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "depth 1 of 4" in r.stdout and "more detail: --depth 2" in r.stdout
+    ids = _ids(out)
+    assert "scope:layers.0" in ids and "scope:layers.0/attn" not in ids
+    r = cli("viz", "gpt_tiny", "--depth", "1", "--expand", "layers.0", "--expand",
+            "layers.0.attn", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    ids = _ids(out)
+    assert "node:layers.0.attn/softmax" in ids and "scope:layers.1" in ids
+    r = cli("viz", "gpt_tiny", "--focus", "layers.1.mlp", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    ids = _ids(out)
+    assert "node:layers.1.mlp.fc1/matmul" in ids and not any("layers.0" in i for i in ids)
+    assert any(i.startswith("in:") for i in ids) and any(i.startswith("out:") for i in ids)
+
+
+def _ids(path: Path) -> set[str]:
+    return {r.id for r in parse_svg(path.read_text()).boxes}
 
 
 def test_viz_bad_input(tmp_path: Path) -> None:
-    fails(cli("viz", "nope", "-o", str(tmp_path / "g.svg")), 2, "unknown zoo model")
+    out = str(tmp_path / "g.svg")
+    fails(cli("viz", "nope", "-o", out), 2, "unknown zoo model")
     fails(cli("viz", "mlp_tiny", "-o", str(tmp_path / "x" / "g.svg")), 1, "does not exist")
-    fails(cli("viz", "mlp_tiny", "--diff", "O8", "-o", str(tmp_path / "g.svg")), 1, "O8")
+    fails(cli("viz", "mlp_tiny", "--diff", "O8", "-o", out), 1, "O8")
     fails(cli("viz", "mlp_tiny"), 2)
+    fails(cli("viz", "gpt_tiny", "--expand", "layers.0.atn", "-o", out), 1, "ScopeError",
+          "no scope 'layers.0.atn'", "nearest: layers.0/attn")
+    fails(cli("viz", "gpt_tiny", "--focus", "layrs.1", "-o", out), 1, "ScopeError",
+          "nearest: layers.1")
+    from lbdl_graph.frontends.inspect import collapse
+    from lbdl_graph.frontends.zoo import ZOO
+    from lbdl_graph.passes.fold_parameters import fold_params
+
+    full = len(collapse(fold_params(ZOO["gpt_tiny"].trace()).graph, depth=4,
+                        max_boxes=10**6).boxes)  # what viz draws: weights folded first
+    fails(cli("viz", "gpt_tiny", "--depth", "9", "--max-boxes", "40", "-o", out), 1,
+          "PictureError", f"at depth 4 would have {full} boxes (limit 40)", "--depth 2",
+          "lbdl-graph explore")
+    fails(cli("viz", "gpt_tiny", "--depth", "0", "-o", out), 2, "--depth must be at least 1")
+    fails(cli("viz", "gpt_tiny", "--focus", "layers.0", "--diff", "O2", "-o", out), 2)
     assert list(tmp_path.iterdir()) == []

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from lbdl_graph.frontends.inspect import parse_svg
 
 from .helpers import cli, fails
 
@@ -33,10 +36,20 @@ def test_short_lenet_run_writes_every_file_and_checks_agreement(tmp_path: Path) 
     assert 0.3 < _accuracy(r.stdout) <= 1.0
     assert "epoch  2/2" in r.stdout and "files in" in r.stdout
     svg = (out / "graph_O2.svg").read_text()
-    assert svg.startswith("<svg") or "<svg" in svg[:200]
-    assert "removed" in (out / "graph_O2_diff.svg").read_text()
+    assert "<svg" in svg[:1000] and svg.rstrip().endswith("</svg>")
+    diff = (out / "graph_O2_diff.svg").read_text()
+    assert "removed" in diff
+    for picture in (svg, diff):  # readable: no overlaps, labels >= 9 px, bounded size
+        geo = parse_svg(picture)
+        assert geo.boxes and geo.overlaps() == [] and geo.min_font_px >= 9
+        assert geo.long_side_px <= 4000 and geo.bytes <= 1_000_000
     text = (out / "summary.txt").read_text()
     assert "Total params: 105,506" in text and "fuse_linear" in text
+    stages = [g["id"] for g in json.loads((out / "explorer" / "lenet_digits.json").read_text())
+              ["graphs"]]
+    assert stages[0] == "00 traced" and any(s.endswith("train step") for s in stages)
+    assert (out / "explorer" / "lenet_digits.diff_o0_final.nodedata.json").stat().st_size > 0
+    assert f"lbdl-graph explore {out / 'model.onnx'} --compare O0" in r.stdout
 
 
 def test_trained_model_runs_and_matches_checkpoint(tmp_path: Path) -> None:

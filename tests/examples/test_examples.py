@@ -29,8 +29,12 @@ EXPECTED: dict[str, list[str]] = {
     "dqn_gridworld.py": [r"random policy +mean return", r"trained DQN \(greedy\) +mean return",
                          r"optimal \(BFS\) +mean return"],
     "generate_text.py": [r"held-out cross-entropy \(nats/char\): uniform .* GPT \d\.\d{3}",
-                         r"--- GPT sample at temperature 0\.5", r"--- GPT sample at "
-                         r"temperature 1\.0"],
+                         r"KV cache \(onnxruntime, \d+ tokens/s\) vs full recompute \(numpy\): "
+                         r"identical", r"--- GPT sample at temperature 0\.5",
+                         r"--- GPT sample at temperature 1\.0"],
+    "bpe_gpt.py": [r"held-out cross-entropy: uniform 6\.931, unigram \d\.\d{3}, GPT \d\.\d{3} "
+                   r"nats/token = \d\.\d{3} nats/char", r"generation bundle: .*bpe_gpt_bundle",
+                   r"--- BPE GPT sample, temperature 0\.8, top-k 40 \(24 tokens"],
     "diffusion_2d.py": [r"Gaussian fit \(baseline\) +energy distance",
                         r"trained DDPM +energy distance \d+\.\d{4} +blobs covered \d/8"],
     "gan_2d.py": [r"second-order parameter gradient",

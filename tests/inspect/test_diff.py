@@ -7,12 +7,15 @@ import xml.etree.ElementTree as ET
 import numpy as np
 
 from lbdl_graph import Graph, GraphBuilder, Node, Value, ops
-from lbdl_graph.frontends.inspect import diff_svg, diff_text, graph_diff
+from lbdl_graph.frontends import zoo
+from lbdl_graph.frontends.cli.common import optimize
+from lbdl_graph.frontends.inspect import diff_dot, diff_svg, diff_text, graph_diff, parse_svg
 from lbdl_graph.opdef import OpDef
 
 from .models import mlp
 
 SVG = "{http://www.w3.org/2000/svg}"
+XLINK = "{http://www.w3.org/1999/xlink}"
 FUSED = OpDef("fused_linear", ("x", "w", "b"), infer=lambda x, w, b: ops.matmul.infer(x, w))
 
 
@@ -148,20 +151,34 @@ def test_diff_svg_marks_nodes() -> None:
     root = ET.fromstring(svg)
     groups = {g.get("id"): (g.get("class") or "").split() for g in root.iter(f"{SVG}g")
               if g.get("id")}
-    nodes = [i for i, c in groups.items() if "node" in c]
-    assert len(nodes) == len(before.nodes) + len(after.nodes) == len(set(nodes))
+    ops = [i for i, c in groups.items() if "node" in c and i.split(":")[1] == "node"]
+    assert len(ops) == len(before.nodes) + len(after.nodes) == len(set(ops))
     assert "removed" in groups["before:node:fc1/matmul"]
     assert "removed" in groups["before:node:fc1/add"]
-    assert groups["before:node:fc1/relu"] == ["node"]
+    assert groups["before:node:fc1/relu"] == ["node", "op"]  # dot's class, then the kind
     assert "fused" in groups["after:node:fc1/fused_linear"]
-    assert groups["after:node:fc2/add"] == ["node"]
+    assert groups["after:node:fc2/add"] == ["node", "op"]
+    assert {"cluster:before", "cluster:after"} <= set(groups)
     fused = next(g for g in root.iter(f"{SVG}g") if g.get("id") == "after:node:fc1/fused_linear")
-    texts = [t.text for t in fused.findall(f"{SVG}text")]
+    texts = [t.text for t in fused.iter(f"{SVG}text")]
     assert texts[0] == "fused_linear"
     assert texts[-4:] == ["fuses 2:", "fc1/matmul", "fc1/add", "rule: fuse_linear"]
     tip = next(g for g in root.iter(f"{SVG}g") if g.get("id") == "before:node:fc1/add")
-    assert "replaced by fc1/fused_linear" in tip.find(f"{SVG}title").text
-    assert "fuse_linear" in tip.find(f"{SVG}title").text
+    title = next(a for a in tip.iter(f"{SVG}a")).get(f"{XLINK}title")
+    assert "replaced by fc1/fused_linear" in title and "fuse_linear" in title
+    assert "1 removed" not in svg  # single nodes say what replaced them, not a count
+    assert parse_svg(svg).overlaps() == []
+
+
+def test_diff_of_collapsed_scopes_counts_changes() -> None:
+    before = zoo.get("gpt_tiny").trace()
+    after, _, rules = optimize(before, "O2")
+    text = diff_dot(before, after, rule_names=rules, depth=1)
+    d = graph_diff(before, after, rules)
+    gone = sum(n.startswith("layers.0.") for n in d.removed)
+    assert f"{gone} removed" in text and "rules: fuse_linear" in text
+    assert '"after:scope:layers.0" [' in text and 'class="scope fused"' in text
+    assert text.count("subgraph") == 2  # the two sides; depth 1 opens no scope
 
 
 def test_value_objects_shared_across_graphs() -> None:

@@ -150,10 +150,8 @@ def _clip_bound(v: float | None, x: Array) -> Array | None:
 def _clip_kernel(x: Array, *, min: float | None, max: float | None) -> Array:
     """min(max(x, min), max); if min > max every element becomes max (ONNX)."""
     lo, hi = _clip_bound(min, x), _clip_bound(max, x)
-    if lo is None and hi is None:
-        return x
     if lo is None:
-        return np.asarray(np.minimum(x, hi))
+        return x if hi is None else np.asarray(np.minimum(x, hi))
     if hi is None:
         return np.asarray(np.maximum(x, lo))
     return np.asarray(np.minimum(np.maximum(x, lo), hi))

@@ -168,8 +168,9 @@ def _padded(x: Array, pb: Ints, pe: Ints, tail: int) -> Array:
     xp = flat[:n].reshape(*x.shape[:2], *dims)
     if any(pb) or any(pe):
         xp.fill(0)
-    xp[(slice(None), slice(None), *(slice(p, p + a) for p, a in zip(pb, x.shape[2:],
-                                                                     strict=True)))] = x
+    inner = (slice(None), slice(None), *(slice(p, p + a) for p, a in zip(pb, x.shape[2:],
+                                                                         strict=True)))
+    xp[inner] = x
     return xp
 
 
@@ -227,8 +228,8 @@ def _fused_conv_kernel(x: Array, w: Array, b: Array | None = None, residual: Arr
         n, m = x.shape[0], w.shape[0]
         full = np.matmul(w.reshape(group, m // group, -1), cols,
                          out=_scratch((n, group, m // group, cols.shape[-1]), x.dtype, slot=2))
-        full = full.reshape(n, m, *span)[(slice(None), slice(None),
-                                          *(slice(0, o) for o in out))]
+        valid = (slice(None), slice(None), *(slice(0, o) for o in out))
+        full = full.reshape(n, m, *span)[valid]
         y = np.empty((n, m, *out), x.dtype)
         if b is not None:
             np.add(full, b.reshape(m, *(1,) * len(out)), out=y)

@@ -188,4 +188,4 @@ def _fast_step(step: _Step, vals: list[Array], shape: tuple[int, ...], regs: lis
         return out
     if out is None:
         return np.asarray(step.ufunc(*vals))
-    return step.ufunc(*vals, out=out)  # type: ignore[no-any-return]
+    return step.ufunc(*vals, out=out)

@@ -116,9 +116,10 @@ def _conv_transpose_kernel(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = 
     for tap in np.ndindex(*kernel):
         dst = tuple(slice(t * di, t * di + si * (ni - 1) + 1, si)
                     for t, di, si, ni in zip(tap, d, s, ins, strict=True))
-        y[(*lead, *dst)] += taps[(slice(None), slice(None), *tap)]
+        src = (slice(None), slice(None), *tap)
+        y[lead + dst] += taps[src]
     crop = tuple(slice(bi, fi - ei) for bi, fi, ei in zip(pb, full, pe, strict=True))
-    y = y[(*lead, *crop)]
+    y = y[lead + crop]
     out = y.shape[3:]
     y = y.transpose(2, 0, 1, *range(3, 3 + k)).reshape(n, g * mg, *out)
     if b is not None:
@@ -152,7 +153,8 @@ def _pool_taps(x: np.ndarray, kernel: Ints, s: Ints, pb: Ints, pe: Ints, d: Ints
     for tap in np.ndindex(*kernel):
         index = tuple(slice(t * di, t * di + (o - 1) * si + 1, si)
                       for t, di, si, o in zip(tap, d, s, out, strict=True))
-        yield tap, xp[(slice(None), slice(None), *index)]
+        window = (slice(None), slice(None), *index)
+        yield tap, xp[window]
 
 
 def _axis_grid(k: int, i: int, values: np.ndarray) -> np.ndarray:

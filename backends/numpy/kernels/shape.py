@@ -28,7 +28,7 @@ Array = np.ndarray
 @KERNELS.register(ops.reshape)
 def _reshape_kernel(x: Array, *, shape: tuple[int, ...]) -> Array:
     """ONNX Reshape: 0 copies the input dim, one -1 is inferred."""
-    return x.reshape(reshape_shape(x.shape, shape))  # type: ignore[arg-type]
+    return x.reshape(reshape_shape(x.shape, shape))
 
 
 @KERNELS.register(ops.transpose)
@@ -238,7 +238,7 @@ def _pad_kernel(x: Array, *, pads: tuple[int, ...], mode: str, value: float) -> 
                                  if w != (0, 0)):
         raise ShapeError(f"pad: reflect pads {pads} must be smaller than the (cropped) dims "
                          f"{list(v.shape)}")
-    return np.pad(v, width, mode=mode)
+    return np.pad(v, width, mode="reflect" if mode == "reflect" else "edge")
 
 
 @KERNELS.register(ops.tile)

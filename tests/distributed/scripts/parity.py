@@ -1,0 +1,114 @@
+"""Run under ``mpiexec -n N``: data-parallel steps vs one process, printed as JSON by rank 0.
+
+For each case (model, optimizer, backend) every rank runs ``steps`` data-parallel steps on its
+contiguous slice (``batch / N`` samples) of the same global batches; rank 0 then runs the fused
+single-process step on the whole batches and reports the relative difference of the parameter
+vectors (``rel`` = ||a - b|| / ||b|| over all parameters), the worst tensor by that measure
+(``norm_rel``) and elementwise (``max_rel`` = max |a - b| / max |b|), and how far the
+parameters moved (so a run that did not train cannot pass).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import numpy as np
+
+from lbdl_graph.frontends import InputSpec, manual_seed, nn
+from lbdl_graph.frontends.training.data_parallel import DataParallelRunner
+from lbdl_graph.frontends.training.distributed import Communicator
+from lbdl_graph.frontends.training.runners import make_step_runner
+from lbdl_graph.frontends.training.trainer import trace_loss
+from lbdl_graph.passes.optim import SGD, Adam
+from lbdl_graph.passes.train_step import make_split_train_step, make_train_step
+
+
+def build(name: str) -> tuple[Any, dict[str, InputSpec], InputSpec, Any]:
+    """(model, input specs, target spec, batch maker) of a test model."""
+    from lbdl_graph.frontends import zoo
+
+    manual_seed(0)
+    if name == "mlp":
+        model = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 5))
+
+        def mlp_batch(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+            return {"x": rng.normal(size=(n, 20)).astype(np.float32),
+                    "y": rng.integers(0, 5, n)}
+        return model, {"x": InputSpec(("N", 20))}, InputSpec(("N",), "i64"), mlp_batch
+    if name == "lenet":
+        model = zoo.ZOO["lenet_digits"].model()
+
+        def lenet_batch(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+            return {"x": rng.random((n, 1, 8, 8)).astype(np.float32),
+                    "y": rng.integers(0, 10, n)}
+        return model, {"x": InputSpec(("N", 1, 8, 8))}, InputSpec(("N",), "i64"), lenet_batch
+    if name == "gpt_mini":
+        model = zoo.ZOO["gpt_mini"].model()
+
+        def gpt_batch(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+            t = rng.integers(0, 96, (n, 17))
+            return {"x": t[:, :-1], "y": t[:, 1:]}
+        return model, {"x": InputSpec(("N", 16), "i64")}, InputSpec(("N", 16), "i64"), gpt_batch
+    raise SystemExit(f"unknown model {name}")
+
+
+def run_case(comm: Communicator, model_name: str, opt_name: str, backend: str, steps: int,
+             batch: int) -> dict[str, Any] | None:
+    """One parity case; the figures on rank 0, None elsewhere."""
+    model, specs, target, make = build(model_name)
+    fwd = trace_loss(model, specs, target, "cross_entropy", {}, training=True)
+    opt = SGD(0.1, momentum=0.9) if opt_name == "sgd" else Adam()
+    split = make_split_train_step(fwd, opt)
+    backend, overlap = backend.removesuffix("+overlap"), backend.endswith("+overlap")
+    options: dict[str, Any] = {"intra_op_threads": 1} if backend == "onnxruntime" else {}
+    # overlapped: small buckets, each all-reduced as soon as the backward pass filled it
+    runner = DataParallelRunner(split, comm, backend, overlap=overlap,
+                                bucket_bytes=16 << 10 if overlap else 4 << 20, **options)
+    rng = np.random.default_rng(1)
+    batches = [make(rng, batch) for _ in range(steps)]
+    b = batch // comm.size
+    mine = slice(comm.rank * b, (comm.rank + 1) * b)
+    for full in batches:
+        runner.step({k: v[mine] for k, v in full.items()})
+    if comm.rank != 0:
+        return None
+    ref = make_step_runner(make_train_step(fwd, opt), backend, **options)
+    for full in batches:
+        ref.step(full)
+    a, r = runner.state(), ref.state()
+    init = split.initial_state
+    rel = max(float(np.abs(a[p] - r[p]).max() / max(float(np.abs(r[p]).max()), 1e-30))
+              for p in split.info.params)
+    # the relative error in norm per tensor: Adam divides each gradient element by its own
+    # running scale, so an element whose gradient is rounding noise (1e-7 of the tensor's
+    # scale, where the order of the sums decides even its sign) moves by up to lr per step
+    # either way; the norm weighs those few elements by their size
+    norm_rel = max(float(np.linalg.norm(a[p] - r[p]) / max(float(np.linalg.norm(r[p])), 1e-30))
+                   for p in split.info.params)
+    ps = split.info.params
+    diff = np.sqrt(sum(float(np.sum((a[p].astype(np.float64) - r[p]) ** 2)) for p in ps))
+    size = np.sqrt(sum(float(np.sum(r[p].astype(np.float64) ** 2)) for p in ps))
+    moved = max(float(np.abs(r[p] - init[p]).max()) for p in split.info.params)
+    return {"case": f"{model_name}/{opt_name}/{backend}{'+overlap' * overlap}",
+            "rel": diff / size, "max_rel": rel, "norm_rel": norm_rel, "moved": moved,
+            "steps": int(a["step"]),
+            "bytes": runner.bytes_per_step, "buckets": len(runner.buckets.buffers)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("cases", nargs="+", help="model:optimizer:backend")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--batch", type=int, default=8)
+    args = p.parse_args()
+    comm = Communicator.world(timeout=60)
+    with comm.guard():
+        results = [run_case(comm, *c.split(":"), args.steps, args.batch) for c in args.cases]
+    if comm.rank == 0:
+        print(json.dumps({"world_size": comm.size, "results": results}))
+
+
+if __name__ == "__main__":
+    main()
