@@ -76,7 +76,7 @@ def _prompt_ids(args: argparse.Namespace, tok: Any) -> list[int]:
     ids = tok.encode(args.prompt)
     if not ids:
         raise UsageError("--prompt encodes to no tokens; give some text")
-    return ids  # type: ignore[no-any-return]
+    return ids
 
 
 class _Printer:

@@ -68,7 +68,7 @@ def as_runner(model_or_runner: Any, *, backend: str = "numpy", threads: int | No
               ) -> StepRunner:
     """A step runner from a Module (traced with a KV cache), GenerationGraphs or a runner."""
     if hasattr(model_or_runner, "start") and hasattr(model_or_runner, "step"):
-        return model_or_runner  # type: ignore[no-any-return]
+        return model_or_runner
     if isinstance(model_or_runner, Module):
         graphs = trace_generation(model_or_runner)
     elif isinstance(model_or_runner, GenerationGraphs):

@@ -48,7 +48,11 @@ def _numpy_exec(graph: Graph) -> _Exec:
     from lbdl_graph.backends.numpy.interpreter import Interpreter
 
     interp = Interpreter(graph, training=False)
-    return interp.run
+
+    def run(feeds: Mapping[str, Any]) -> dict[str, Any]:
+        return interp.run(feeds)
+
+    return run
 
 
 class _OrtExec:

@@ -155,6 +155,8 @@ class MultiheadAttention(Module):
         qp, kp, vp = self._project(q, k, v)
         qh, kh, vh = self._heads(qp), self._heads(kp), self._heads(vp)
         cache = active_cache() if is_causal and same_qk and same_kv else None
+        keep: Tensor | None
+        bias: Tensor | None
         if cache is not None:  # generation: past keys/values first, positions from the cache
             if attn_mask is not None or key_padding_mask is not None:
                 raise error(ShapeError, "MultiheadAttention: with a KV cache, padding goes "

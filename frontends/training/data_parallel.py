@@ -105,7 +105,7 @@ class DataParallelRunner:
                          and f"{s}:next" in outs]
         self._reported = [info.loss, *(m for m in info.metrics if m in outs)]
         types = {v.name: v.type for v in step.update_graph.inputs}
-        entries = [(f"grad:{p}", tuple(int(d) for d in types[p].shape),  # type: ignore[arg-type]
+        entries = [(f"grad:{p}", tuple(int(d) for d in types[p].shape),
                     types[p].dtype.numpy) for p in reversed(info.params)]
         scalars: list[tuple[str, tuple[int, ...], Any]] = [
             (f"avg:{k}", (), np.float32) for k in self._reported]

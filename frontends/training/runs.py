@@ -211,7 +211,7 @@ class DataParallelRun(LocalRun):
 
     def bad_loss(self, runner: Any, step: Any, batch: Mapping[str, np.ndarray], loss: float,
                  epoch: int) -> LbdlError:
-        return runner.first_bad_node(batch, loss, epoch)  # type: ignore[no-any-return]
+        return runner.first_bad_node(batch, loss, epoch)
 
 
 def communicator(distributed: Any) -> Communicator | None:
