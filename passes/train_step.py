@@ -88,7 +88,9 @@ def _gradient_half(graph: Graph, loss: str, metrics: Sequence[str] | None, seed:
 
     if loss not in graph.output_names():
         raise AutodiffError(f"graph '{graph.name}' has no output '{loss}'; outputs: "
-                            f"{graph.output_names()}")
+                            f"{graph.output_names()}", hint="fit(graph, x, y) or "
+                            "frontends.training.graph_model.attach_loss appends a loss to a "
+                            "graph's output")
     updates: dict[str, str] = dict(graph.metadata.get("state_updates", {}))
     update_outputs = set(updates.values())
     if metrics is None:

@@ -120,20 +120,17 @@ class DataParallelRun(LocalRun):
         self._graph_text = ""
 
     def compile(self, model: Any, xs: Any, y: Any, **kw: Any) -> tuple[Any, Any]:
-        from .trainer import _as_inputs, _metric_fns, _specs, target_spec, trace_loss
+        from .trainer import _metric_fns, loss_graphs
 
-        data = _as_inputs(xs)
         mfns = _metric_fns(kw.get("metrics", ()))
-        target = target_spec(y)
-        loss = kw.get("loss", "cross_entropy")
-        fwd = trace_loss(model, _specs(data), target, loss, mfns, training=True)
+        fwd, ev = loss_graphs(model, xs, y, kw.get("loss", "cross_entropy"), mfns,
+                              kw.get("output"))
         self._graph_text = str(fwd)
         from lbdl_graph.passes.optim import Adam
 
         step = make_split_train_step(fwd, kw.get("optimizer") or Adam(),
                                      clip_grad_norm=kw.get("clip_grad_norm"),
                                      seed=rank_seed(kw.get("seed", 0), self.rank))
-        ev = trace_loss(model, _specs(data), target, loss, mfns, training=False)
         ev = params_to_inputs(ev, [p.name for p in ev.params if p.name in step.info.state])
         return step, ev
 

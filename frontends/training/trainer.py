@@ -1,4 +1,5 @@
-"""``fit``: train a Module with a compiled training step on the NumPy or ONNX Runtime backend.
+"""``fit``: train a Module (or a Graph, e.g. an imported ONNX model: :mod:`.graph_model`) with a
+compiled training step on the NumPy or ONNX Runtime backend.
 
 The model and its loss are traced once into a forward graph, compiled into a single training
 step graph (forward, loss, backward, clipping, optimizer update, batch-norm statistics, RNG),
@@ -12,8 +13,9 @@ import contextlib
 import math
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,49 +26,37 @@ from lbdl_graph.graph import Graph
 from lbdl_graph.passes.optim import Adam, Optimizer
 from lbdl_graph.passes.train_step import TrainStep, make_train_step, params_to_inputs
 
-from .. import functional as F
 from ..module import Module
-from ..tensor import Tensor
-from ..trace import InputSpec, trace
+from .graph_model import check_batches, graph_inputs, prepare_graph
+from .losses import (  # noqa: F401  (re-exported: runs.py and the CLI import them from here)
+    LOSSES,
+    METRICS,
+    LossFn,
+    _as_inputs,
+    _metric_fns,
+    _specs,
+    loss_graphs,
+    target_spec,
+    trace_loss,
+)
 from .runners import make_eval_runner
 from .runs import LocalRun, communicator, make_run
 
 __all__ = ["LOSSES", "METRICS", "History", "compile_training", "evaluate", "fit"]
 
-LossFn = Callable[[Any, Tensor], Tensor]
 BEST = "best/"  # checkpoint prefix of early stopping's best weights
-
-
-def _ce(out: Tensor, y: Tensor) -> Tensor:
-    # PyTorch's layout puts classes on axis 1 ((N, C, H, W) logits, (N, H, W) targets); sequence
-    # models give (N, T, C) logits with (N, T) targets: classes last
-    classes_last = out.ndim > 2 and tuple(y.shape) == tuple(out.shape[:-1])
-    if classes_last and tuple(y.shape) != tuple(out.shape[:1]) + tuple(out.shape[2:]):
-        return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
-    return F.cross_entropy(out, y)
-
-
-LOSSES: dict[str, LossFn] = {
-    "cross_entropy": _ce,
-    "mse": lambda out, y: F.mse_loss(out, y),
-    "bce": lambda out, y: F.binary_cross_entropy_with_logits(out, y),
-}
-
-
-def _accuracy(out: Tensor, y: Tensor) -> Tensor:
-    return (out.argmax(-1) == y).float().mean()
-
-
-METRICS: dict[str, LossFn] = {"accuracy": _accuracy}
 
 
 @dataclass
 class History:
-    """Per-epoch figures: ``history["loss"]``, ``history["val_accuracy"]``, ..."""
+    """Per-epoch figures: ``history["loss"]``, ``history["val_accuracy"]``, ...; after training
+    a Graph, ``graph`` is the trained graph and ``tied`` the parameters tied before training."""
 
     epochs: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int | None = None
     stopped_early: bool = False
+    graph: Graph | None = None
+    tied: dict[str, str] = field(default_factory=dict)
 
     def __getitem__(self, key: str) -> list[float]:
         return [e[key] for e in self.epochs if key in e]
@@ -76,72 +66,19 @@ class History:
         return sorted({k for e in self.epochs for k in e})
 
 
-def _as_inputs(x: Any) -> dict[str, np.ndarray]:
-    if isinstance(x, Mapping):
-        return {k: np.asarray(v) for k, v in x.items()}
-    return {"x": np.asarray(x)}
-
-
-def _specs(data: Mapping[str, np.ndarray]) -> dict[str, InputSpec]:
-    return {k: InputSpec(("N", *v.shape[1:]), v.dtype, k) for k, v in data.items()}
-
-
-def _loss_fn(loss: str | LossFn) -> LossFn:
-    if callable(loss):
-        return loss
-    if loss not in LOSSES:
-        raise InputError(f"unknown loss {loss!r}; use one of {sorted(LOSSES)} or a callable")
-    return LOSSES[loss]
-
-
-def _metric_fns(metrics: Sequence[str | tuple[str, LossFn]]) -> dict[str, LossFn]:
-    out: dict[str, LossFn] = {}
-    for m in metrics:
-        if isinstance(m, tuple):
-            out[m[0]] = m[1]
-        elif m in METRICS:
-            out[m] = METRICS[m]
-        else:
-            raise InputError(f"unknown metric {m!r}; use one of {sorted(METRICS)} or (name, fn)")
-    return out
-
-
-def trace_loss(model: Module, inputs: Mapping[str, InputSpec], target: InputSpec | None,
-               loss: str | LossFn, metrics: Mapping[str, LossFn], *, training: bool) -> Graph:
-    """Trace ``model`` followed by its loss and metrics into one graph (outputs loss, metrics)."""
-    lfn = _loss_fn(loss)
-    names = list(inputs)
-
-    def with_loss(**kw: Tensor) -> dict[str, Tensor]:
-        y = kw.pop("y") if target is not None else None
-        out = model(*(kw[n] for n in names)) if len(names) > 1 else model(kw[names[0]])
-        target_t = y if y is not None else kw[names[0]]  # no target: reconstruct the input
-        res = {"loss": lfn(out, target_t)}
-        res.update((k, f(out, target_t)) for k, f in metrics.items())
-        return res
-
-    specs: dict[str, InputSpec] = dict(inputs)
-    if target is not None:
-        specs["y"] = target
-    return trace(with_loss, specs, name=type(model).__name__, training=training, module=model)
-
-
-def target_spec(y: Any) -> InputSpec | None:
-    """The symbolic-batch spec of the targets (None without targets)."""
-    return InputSpec(("N", *np.shape(y)[1:]), np.asarray(y).dtype, "y") if y is not None else None
-
-
-def compile_training(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_entropy",
+def compile_training(model: Module | Graph, x: Any, y: Any = None, *,
+                     loss: str | LossFn = "cross_entropy",
                      metrics: Sequence[str | tuple[str, LossFn]] = (),
                      optimizer: Optimizer | None = None, clip_grad_norm: float | None = None,
-                     seed: int = 0) -> tuple[TrainStep, Graph]:
-    """The compiled training step and the eval graph (params as inputs) for ``model``."""
-    data = _as_inputs(x)
-    target = target_spec(y)
-    mfns = _metric_fns(metrics)
-    fwd = trace_loss(model, _specs(data), target, loss, mfns, training=True)
+                     seed: int = 0, output: str | None = None,
+                     tie_weights: bool = True) -> tuple[TrainStep, Graph]:
+    """The compiled training step and the eval graph (params as inputs) for ``model``: a
+    Module, or a Graph whose ``output`` the loss reads, its twice-stored parameters tied first
+    unless ``tie_weights=False`` (ties in ``step.graph.metadata["tied_params"]``)."""
+    if isinstance(model, Graph):
+        model = prepare_graph(model, tie_weights)[0]
+    fwd, ev = loss_graphs(model, x, y, loss, _metric_fns(metrics), output)
     step = make_train_step(fwd, optimizer or Adam(), clip_grad_norm=clip_grad_norm, seed=seed)
-    ev = trace_loss(model, _specs(data), target, loss, mfns, training=False)
     ev = params_to_inputs(ev, [p.name for p in ev.params if p.name in step.info.state])
     return step, ev
 
@@ -160,7 +97,7 @@ def evaluate(runner: Any, data: Mapping[str, np.ndarray], state: Mapping[str, np
     return {k: v / n for k, v in totals.items()}
 
 
-def fit(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_entropy",
+def fit(model: Module | Graph, x: Any, y: Any = None, *, loss: str | LossFn = "cross_entropy",
         metrics: Sequence[str | tuple[str, LossFn]] = (), optimizer: Optimizer | None = None,
         epochs: int = 1, batch_size: int = 32, validation_split: float = 0.0,
         validation_data: tuple[Any, Any] | None = None, shuffle: bool = True, seed: int = 0,
@@ -168,7 +105,8 @@ def fit(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_ent
         backend: str = "numpy", clip_grad_norm: float | None = None,
         progress: bool | None = None, checkpoint: str | Path | None = None,
         resume: str | Path | None = None, max_steps: int | None = None,
-        distributed: bool | Any = False, drop_last: bool = False) -> History:
+        distributed: bool | Any = False, drop_last: bool = False, output: str | None = None,
+        tie_weights: bool = True) -> History:
     """Train ``model`` on ``x`` (an array or a dict of named arrays) and targets ``y``.
 
     ``y=None`` trains a reconstruction (autoencoder) on the first input. ``early_stopping=k``
@@ -183,6 +121,10 @@ def fit(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_ent
     or dropped with ``drop_last``), gradients are averaged every step, only rank 0 shows
     progress and writes checkpoints; see :mod:`.runs`.
     The trained parameters and buffers are loaded back into ``model``. Returns the History.
+    ``model`` may be a Graph (an imported ONNX model): the loss reads its ``output`` (default:
+    its only output), ``x`` is keyed by its input names, parameters stored twice are tied first
+    unless ``tie_weights=False`` (reported in ``history.tied``) and the trained graph is
+    ``history.graph`` (see :mod:`.graph_model`).
     """
     comm = communicator(distributed)
     # with ranks, a rank that raises (even on bad input) aborts them all instead of leaving
@@ -194,20 +136,25 @@ def fit(model: Module, x: Any, y: Any = None, *, loss: str | LossFn = "cross_ent
                     early_stopping=early_stopping, monitor=monitor, mode=mode,
                     backend=backend, clip_grad_norm=clip_grad_norm, progress=progress,
                     checkpoint=checkpoint, resume=resume, max_steps=max_steps,
-                    drop_last=drop_last)
+                    drop_last=drop_last, output=output, tie_weights=tie_weights)
 
 
-def _fit(model: Module, x: Any, y: Any, comm: Any, *, loss: str | LossFn,
+def _fit(model: Module | Graph, x: Any, y: Any, comm: Any, *, loss: str | LossFn,
          metrics: Sequence[str | tuple[str, LossFn]], optimizer: Optimizer | None,
          epochs: int, batch_size: int, validation_split: float,
          validation_data: tuple[Any, Any] | None, shuffle: bool, seed: int,
          early_stopping: int | None, monitor: str, mode: str, backend: str,
          clip_grad_norm: float | None, progress: bool | None, checkpoint: str | Path | None,
-         resume: str | Path | None, max_steps: int | None, drop_last: bool) -> History:
+         resume: str | Path | None, max_steps: int | None, drop_last: bool,
+         output: str | None, tie_weights: bool) -> History:
     """:func:`fit` after the ranks (if any) are known: checks, splits, then trains."""
     if epochs < 1 or batch_size < 1:
         raise InputError(f"epochs and batch_size must be >= 1 (got {epochs}, {batch_size})")
-    data = _as_inputs(x)
+    tied: dict[str, str] = {}
+    if isinstance(model, Graph):
+        model, tied = prepare_graph(model, tie_weights)
+    as_inputs = partial(graph_inputs, model) if isinstance(model, Graph) else _as_inputs
+    data = as_inputs(x)
     if "y" in data:
         raise InputError("input name 'y' is reserved for the targets; rename that input")
     if y is not None:
@@ -221,7 +168,7 @@ def _fit(model: Module, x: Any, y: Any, comm: Any, *, loss: str | LossFn,
     rng = np.random.default_rng(seed)
     val: dict[str, np.ndarray] | None = None
     if validation_data is not None:
-        val = _as_inputs(validation_data[0])
+        val = as_inputs(validation_data[0])
         if validation_data[1] is not None:
             val["y"] = np.asarray(validation_data[1])
     elif validation_split > 0:
@@ -232,24 +179,31 @@ def _fit(model: Module, x: Any, y: Any, comm: Any, *, loss: str | LossFn,
         val = {k: v[perm[:n_val]] for k, v in data.items()}
         data = {k: v[perm[n_val:]] for k, v in data.items()}
         total -= n_val
+    if isinstance(model, Graph):
+        check_batches(model, batch_size, drop_last, {"training": total, "validation": len(
+            next(iter(val.values()))) if val else 0})
     run = make_run(comm, total, batch_size, seed, shuffle, drop_last)
-    return _train(run, model, data, val, loss=loss, metrics=metrics, optimizer=optimizer,
-                  epochs=epochs, early_stopping=early_stopping, monitor=monitor,
-                  better_is=better_is, backend=backend, clip_grad_norm=clip_grad_norm,
-                  progress=progress, checkpoint=checkpoint, resume=resume, max_steps=max_steps,
-                  seed=seed)
+    history = _train(run, model, data, val, loss=loss, metrics=metrics, optimizer=optimizer,
+                     epochs=epochs, early_stopping=early_stopping, monitor=monitor,
+                     better_is=better_is, backend=backend, clip_grad_norm=clip_grad_norm,
+                     progress=progress, checkpoint=checkpoint, resume=resume,
+                     max_steps=max_steps, seed=seed, output=output)
+    history.tied = tied
+    return history
 
 
-def _train(run: LocalRun, model: Module, data: dict[str, np.ndarray],
+def _train(run: LocalRun, model: Module | Graph, data: dict[str, np.ndarray],
            val: dict[str, np.ndarray] | None, *, loss: str | LossFn,
            metrics: Sequence[str | tuple[str, LossFn]], optimizer: Optimizer | None,
            epochs: int, early_stopping: int | None, monitor: str, better_is: str, backend: str,
            clip_grad_norm: float | None, progress: bool | None, checkpoint: str | Path | None,
-           resume: str | Path | None, max_steps: int | None, seed: int) -> History:
+           resume: str | Path | None, max_steps: int | None, seed: int,
+           output: str | None) -> History:
     """The epoch loop of :func:`fit` (after the data is checked and split)."""
     xs = {k: v for k, v in data.items() if k != "y"}
     step, ev = run.compile(model, xs, data.get("y"), loss=loss, metrics=metrics,
-                           optimizer=optimizer, clip_grad_norm=clip_grad_norm, seed=seed)
+                           optimizer=optimizer, clip_grad_norm=clip_grad_norm, seed=seed,
+                           output=output, tie_weights=False)  # _fit tied a graph already
     runner = run.runner(step, backend)
     ev_runner = make_eval_runner(ev, backend)
     run.start(runner, {"optimizer": optimizer, "loss": getattr(loss, "__qualname__", loss),
@@ -351,7 +305,7 @@ def _train(run: LocalRun, model: Module, data: dict[str, np.ndarray],
         if max_steps is not None and steps_done >= max_steps:
             break
     final = best[1] if (early_stopping is not None and best is not None) else runner.state()
-    _load_into(model, final)
+    history.graph = _load_into(model, final)
     return history
 
 
@@ -382,9 +336,13 @@ def _first_bad_node(step: TrainStep, batch: Mapping[str, np.ndarray],
     return NumericError(f"{msg} (the NumPy replay of the step stayed finite)")
 
 
-def _load_into(model: Module, state: Mapping[str, np.ndarray]) -> None:
+def _load_into(model: Module | Graph, state: Mapping[str, np.ndarray]) -> Graph | None:
+    """Load the trained state into a Module (None), or the trained copy of a Graph."""
+    if isinstance(model, Graph):
+        return model.with_params({k: v for k, v in state.items() if k in model.param_map})
     own = model.state_dict()
     model.load_state_dict({k: state.get(k, v) for k, v in own.items()})
+    return None
 
 
 def _progress(total: int, epoch: int, epochs: int, show: bool) -> Any:

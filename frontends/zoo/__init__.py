@@ -2,8 +2,8 @@
 written in the DSL like ``torch.nn`` code.
 
 Each family lives in its own module (``mlp``, ``lenet``, ``resnet``, ``transformer``, ``gpt``,
-``vit``, ``autoencoder``, ``unet``, ``detector``, ``clip``, ``dqn``, ``diffusion``, ``gan``,
-``gnn``, ``rnn_lm``) with Module classes and config dataclasses. :data:`ZOO` maps every
+``bert``, ``vit``, ``autoencoder``, ``unet``, ``detector``, ``clip``, ``dqn``, ``diffusion``,
+``gan``, ``gnn``, ``rnn_lm``) with Module classes and config dataclasses. :data:`ZOO` maps every
 configuration's name to a :class:`ZooEntry` (constructor, example input specs with a symbolic
 batch dim ``N``, expected outputs, description, task)::
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from . import (
     autoencoder,
+    bert,
     clip,
     detector,
     diffusion,
@@ -39,6 +40,7 @@ from . import (
 from ._common import Unflatten, count_parameters
 from ._registry import DEFAULT_DIMS, ZooEntry, concrete_shape
 from .autoencoder import VAE, Autoencoder, AutoencoderConfig, VAEConfig, vae_loss
+from .bert import Bert, BertConfig
 from .clip import CLIP, CLIPConfig, clip_loss
 from .detector import DetectorConfig, TinyDetector
 from .diffusion import DiffusionConfig, DiffusionDenoiser, noise_schedule
@@ -54,8 +56,8 @@ from .transformer import Transformer, TransformerBlock, TransformerConfig
 from .unet import UNet, UNetConfig
 from .vit import ViT, ViTConfig
 
-_FAMILIES = (mlp, lenet, resnet, transformer, gpt, vit, autoencoder, unet, detector, clip, dqn,
-             diffusion, gan, gnn, rnn_lm)
+_FAMILIES = (mlp, lenet, resnet, transformer, gpt, bert, vit, autoencoder, unet, detector, clip,
+             dqn, diffusion, gan, gnn, rnn_lm)
 
 #: Every zoo configuration by name, in book order.
 ZOO: dict[str, ZooEntry] = {e.name: e for fam in _FAMILIES for e in fam.ZOO_ENTRIES}
@@ -87,6 +89,8 @@ __all__ = [
     "Autoencoder",
     "AutoencoderConfig",
     "BasicBlock",
+    "Bert",
+    "BertConfig",
     "Bottleneck",
     "CLIPConfig",
     "DQNConfig",

@@ -11,6 +11,7 @@ exactly 124,439,808 parameters. The sequence length ``T`` is symbolic (at most `
 from __future__ import annotations
 
 import math
+import os
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -102,6 +103,14 @@ class GPT(Module):
             init.zeros_(layer.mlp.fc2.bias)
         if self.config.head and not self.config.tie_weights:
             init.normal_(self.head.weight, 0.0, std)
+
+    @classmethod
+    def from_hf(cls, path: str | os.PathLike[str], *, strict: bool = True) -> GPT:
+        """A GPT with the weights of a transformers GPT-2 ``save_pretrained`` directory
+        (``config.json`` + ``model.safetensors``); see :mod:`.checkpoints.gpt2`."""
+        from .checkpoints.gpt2 import load_gpt2
+
+        return load_gpt2(path, strict=strict)
 
     def forward_features(self, idx: Tensor) -> Tensor:
         """The final hidden states (N, T, d_model), after ``ln_f``."""

@@ -10,6 +10,7 @@ The downscaling blocks' shortcut is a 1x1 convolution with the block's stride an
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from lbdl_graph.errors import OpError
@@ -151,6 +152,15 @@ class ResNet(Module):
         self.flatten = Flatten()
         self.fc = Linear(cin, c.num_classes)
         self.num_features = cin
+
+    @classmethod
+    def from_torchvision(cls, path: str | os.PathLike[str], *, stride_on_1x1: bool = False,
+                         strict: bool = True) -> ResNet:
+        """A ResNet with the weights of a torchvision ResNet state dict saved with
+        safetensors; the architecture is read from the tensor shapes."""
+        from .checkpoints.torchvision import load_resnet_torchvision
+
+        return load_resnet_torchvision(path, stride_on_1x1=stride_on_1x1, strict=strict)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits (N, num_classes) of (N, C, H, W) images."""

@@ -12,6 +12,7 @@ head). ``num_classes=0`` leaves the head out (an image encoder, as in CLIP).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,6 +81,22 @@ class ViT(Module):
             self.head = mlp_stack((c.d_model, *c.head_hidden, c.num_classes), "tanh")
         else:
             self.head = mlp_stack((c.d_model, c.num_classes))
+
+    @classmethod
+    def from_hf(cls, path: str | os.PathLike[str], *, strict: bool = True) -> ViT:
+        """A ViT with the weights of a transformers ViT ``save_pretrained`` directory
+        (``ViTModel``: the CLS features; ``ViTForImageClassification``: the logits)."""
+        from .checkpoints.vit import load_vit_hf
+
+        return load_vit_hf(path, strict=strict)
+
+    @classmethod
+    def from_torchvision(cls, path: str | os.PathLike[str], *, num_heads: int | None = None,
+                         strict: bool = True) -> ViT:
+        """A ViT with the weights of a torchvision ViT state dict saved with safetensors."""
+        from .checkpoints.torchvision import load_vit_torchvision
+
+        return load_vit_torchvision(path, num_heads=num_heads, strict=strict)
 
     def patchify(self, x: Tensor) -> Tensor:
         """(N, C, H, W) -> the (N, M, D) sequence of embedded patches."""

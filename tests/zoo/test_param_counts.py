@@ -107,6 +107,10 @@ def formula(name: str) -> int:
         return gpt(c)
     if name.startswith("vit"):
         return vit(c)
+    if name.startswith("bert"):  # token, position and segment tables, LN, post-LN blocks, pooler
+        d = c.d_model
+        return ((c.vocab_size + c.max_position + c.type_vocab_size) * d + norm(d)
+                + c.num_layers * block(d, c.d_ff) + (lin(d, d) if c.pooler else 0))
     table = {
         "autoencoder_mlp": mlp(784, 256, 32) + mlp(32, 256, 784),
         "autoencoder_conv": (conv(1, 16, 3) + conv(16, 32, 3) + lin(32 * 49, 32)
@@ -175,6 +179,14 @@ def test_book_model_parameter_count_and_trace(name):
     # a tied weight is one graph parameter; buffers are not trainable
     assert sum(p.data.size for p in g.params if p.trainable) == BOOK[name]
     assert all(p.data.dtype == np.float32 for p in g.params if p.trainable)
+
+
+def test_bert_base_count():
+    from lbdl_graph.frontends.zoo.bert import BERT_BASE
+
+    c, d = BERT_BASE, BERT_BASE.d_model  # bert-base-uncased: 109,482,240 with the pooler
+    assert ((c.vocab_size + c.max_position + c.type_vocab_size) * d + norm(d)
+            + c.num_layers * block(d, c.d_ff) + lin(d, d)) == 109_482_240
 
 
 def test_gpt2_small_exact_count_and_tying():

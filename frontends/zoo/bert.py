@@ -1,0 +1,125 @@
+"""BERT: a bidirectional Transformer encoder (book section 5.3; Devlin et al. 2018).
+
+Token, learned position and segment (token type) embeddings are summed and normalised
+(``embeddings``), post-LN encoder blocks refine them (``layers.{i}``: self-attention, then the
+GELU feed-forward block, each followed by a LayerNorm of the residual sum, as in the original
+Transformer), and the optional ``pooler`` maps the first ([CLS]) token through a tanh layer.
+``forward(input_ids, token_type_ids=None, attention_mask=None)`` returns
+``{"last_hidden_state": (N, T, D), "pooler_output": (N, D)}`` as transformers' ``BertModel``
+does; ``attention_mask`` is 1 at tokens and 0 at padding. Weights are initialised as BERT's:
+N(0, 0.02), zero biases. ``BERT_BASE`` has 109,482,240 parameters. ``Bert.from_hf`` loads a
+``save_pretrained`` directory (:mod:`.checkpoints.bert`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .. import init
+from ..layers import Dropout, Embedding, LayerNorm, LearnedPositionalEncoding, Linear, ModuleList
+from ..module import Module
+from ..tensor import Tensor
+from ..trace import InputSpec
+from ._registry import ZooEntry
+from .transformer import TransformerBlock
+
+__lbdl_user_code__ = True
+
+__all__ = ["BERT_BASE", "ZOO_ENTRIES", "Bert", "BertConfig"]
+
+
+@dataclass(frozen=True)
+class BertConfig:
+    """Hyper-parameters (defaults: BERT-base, uncased vocabulary)."""
+
+    vocab_size: int = 30522
+    max_position: int = 512
+    type_vocab_size: int = 2
+    d_model: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    d_ff: int = 3072
+    dropout: float = 0.1
+    activation: str = "gelu"
+    eps: float = 1e-12
+    pooler: bool = True
+    init_std: float = 0.02
+
+
+class BertEmbeddings(Module):
+    """``norm(word(ids) + position + token_type(types))``, then dropout."""
+
+    def __init__(self, c: BertConfig) -> None:
+        super().__init__()
+        self.word = Embedding(c.vocab_size, c.d_model)
+        self.position = LearnedPositionalEncoding(c.max_position, c.d_model)
+        self.token_type = Embedding(c.type_vocab_size, c.d_model)
+        self.norm = LayerNorm(c.d_model, eps=c.eps)
+        self.drop = Dropout(c.dropout)
+
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
+        """(N, T) token ids (and segment ids, default all 0) -> (N, T, D)."""
+        x = self.position(self.word(input_ids))
+        types = (self.token_type.weight[0] if token_type_ids is None
+                 else self.token_type(token_type_ids))
+        return self.drop(self.norm(x + types))
+
+
+class Bert(Module):
+    """The encoder; see the module doc."""
+
+    def __init__(self, config: BertConfig | None = None) -> None:
+        super().__init__()
+        self.config = c = config or BertConfig()
+        with init.skip_random():  # every weight is drawn below
+            self.embeddings = BertEmbeddings(c)
+            self.layers = ModuleList(
+                TransformerBlock(c.d_model, c.num_heads, c.d_ff, c.dropout, c.activation,
+                                 norm_first=False, eps=c.eps) for _ in range(c.num_layers))
+            if c.pooler:
+                self.pooler = Linear(c.d_model, c.d_model)
+        for name, p in self.named_parameters():
+            if p.data.ndim >= 2:
+                init.normal_(p, 0.0, c.init_std)
+            elif name.endswith("bias"):
+                init.zeros_(p)
+
+    @classmethod
+    def from_hf(cls, path: str | os.PathLike[str], *, strict: bool = True) -> Bert:
+        """A Bert with the weights of a transformers BERT ``save_pretrained`` directory
+        (``config.json`` + ``model.safetensors``)."""
+        from .checkpoints.bert import load_bert
+
+        return load_bert(path, strict=strict)
+
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None,
+                attention_mask: Tensor | None = None) -> dict[str, Tensor]:
+        """Token ids (N, T) -> last hidden states (N, T, D) and the pooled [CLS] state."""
+        x = self.embeddings(input_ids, token_type_ids)
+        pad = None if attention_mask is None else attention_mask == 0
+        for layer in self.layers:
+            x = layer(x, pad)
+        out = {"last_hidden_state": x}
+        if self.config.pooler:
+            out["pooler_output"] = self.pooler(x[:, 0]).tanh()
+        return out
+
+
+BERT_BASE = BertConfig()
+BERT_TINY = BertConfig(vocab_size=64, max_position=32, d_model=32, num_layers=2, num_heads=4,
+                       d_ff=64, dropout=0.0)
+
+ZOO_ENTRIES = [
+    ZooEntry(
+        name="bert_tiny",
+        config=BERT_TINY,
+        build=Bert,
+        inputs={"input_ids": InputSpec(("N", "T"), "int64")},
+        outputs={"last_hidden_state": ("N", "T", 32), "pooler_output": ("N", 32)},
+        description="tiny BERT encoder: 2 post-LN blocks, d=32, 4 heads, exact GELU, token, "
+                    "position and segment embeddings, tanh pooler",
+        task="text encoding (masked-language-model pre-training, classification)",
+        int_high={"input_ids": 64},
+    ),
+]
