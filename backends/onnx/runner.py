@@ -121,7 +121,9 @@ class NodeInfo:
     source: SourceLoc | None
 
 
-def _parse_source(text: str) -> SourceLoc | None:
+def _parse_source(text: str | bytes) -> SourceLoc | None:
+    if not isinstance(text, str):  # a corrupt file's doc string that is not UTF-8
+        return None
     m = re.match(r"^(.*):(\d+)(?: in (.*))?$", text)
     return SourceLoc(m.group(1), int(m.group(2)), m.group(3) or "") if m else None
 

@@ -76,8 +76,13 @@ def scope_from_node_name(name: str) -> str:
     return _clean(".".join(p for p in name[1:].split("/")[:-1] if p))
 
 
+def _text(value: str | bytes) -> str:
+    """A metadata string; protobuf hands back bytes when a corrupt file's value is not UTF-8."""
+    return value if isinstance(value, str) else value.decode("utf-8", errors="replace")
+
+
 def _props(proto: NodeProto) -> Mapping[str, str]:
-    return {p.key: p.value for p in proto.metadata_props}
+    return {_text(p.key): _text(p.value) for p in proto.metadata_props}
 
 
 def node_scope(proto: NodeProto) -> str:

@@ -137,3 +137,20 @@ def test_dynamo_export_scopes() -> None:
     g = import_onnx(m)
     scopes = {n.scope for n in g.nodes}
     assert {"blocks.0", "blocks.1"} <= scopes
+
+
+def test_non_utf8_scope_metadata_from_a_corrupt_file_still_imports() -> None:
+    from onnx import TensorProto, helper
+
+    from lbdl_graph.frontends.onnx import import_onnx
+
+    node = helper.make_node("Relu", ["x"], ["y"], name="r")
+    node.metadata_props.add(key="lbdl.scope", value="zqzqzq")
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                      [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 10
+    raw = m.SerializeToString().replace(b"zqzqzq", b"\xff\xfe\xfdab\xfc")
+    (n,) = import_onnx(raw).nodes
+    assert n.op.name == "relu" and n.scope.startswith("\ufffd")
