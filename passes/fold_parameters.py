@@ -23,7 +23,8 @@ model (for merging with checkpoints) and :func:`refold_arrays` stores them again
 
 The stored data is a read-only NumPy view of the source where the op is one (transpose, reshape,
 slice: folding copies nothing, and a tied weight and its transpose share memory); ONNX export
-writes every initializer contiguously.
+writes every initializer contiguously, except that a stored transpose of a weight stored too
+becomes a Transpose node (``backends/onnx/tied.py``), so a tied weight is in the file once.
 
 **Inference only.** Folding detaches the stored copy from the parameter it came from, so
 training the folded graph would train the copy. The pass therefore leaves a graph marked as

@@ -33,6 +33,7 @@ from lbdl_graph.verify import verify
 
 from .lowering import LoweringContext, onnx_dtype
 from .provenance import strip_provenance, write_sidecar
+from .tied import tied_transposes
 
 __all__ = ["DEFAULT_OPSET", "MAX_IR_VERSION", "OPSETS", "Exported", "export_graph",
            "load_onnx_model", "save_onnx", "to_onnx"]
@@ -257,7 +258,9 @@ def export_graph(graph: Graph, *, opset: int = DEFAULT_OPSET, target: str = "ort
     inputs = [_value_info(v) for v in graph.inputs]
     if params_as_inputs:  # an initializer that is also an input is an overridable default
         inputs += [_value_info(p.value) for p in graph.params]
-    params = [numpy_helper.from_array(p.data, p.name) for p in graph.params]
+    tied, tie_nodes = tied_transposes(graph) if not params_as_inputs else (set(), [])
+    params = [numpy_helper.from_array(p.data, p.name) for p in graph.params
+              if p.name not in tied]
     outputs, seen = [], set()
     for v in graph.outputs:
         if v.name not in seen:
@@ -265,7 +268,7 @@ def export_graph(graph: Graph, *, opset: int = DEFAULT_OPSET, target: str = "ort
             outputs.append(_value_info(v))
     _drop_unused_optional_outputs(ctx.nodes, seen, opset)
     ctx.nodes = _write_outputs_directly(ctx.nodes, ctx.node_map, seen)
-    gp = helper.make_graph(ctx.nodes, graph.name, inputs, outputs,
+    gp = helper.make_graph(tie_nodes + ctx.nodes, graph.name, inputs, outputs,
                            initializer=params + ctx.initializers)
     opsets = [helper.make_opsetid("", opset),
               *(helper.make_opsetid(d, v) for d, v in sorted(ctx.domains.items()))]

@@ -240,3 +240,31 @@ def test_corrupted_model_files_raise_onnx_error(tmp_path: Path, damage: str) -> 
 def test_missing_model_file(tmp_path: Path) -> None:
     with pytest.raises(OnnxError, match="cannot read"):
         load_onnx_model(tmp_path / "nope.onnx")
+
+
+def test_a_tied_weight_is_stored_once() -> None:
+    """An embedding that is also the head: fold_params stores ``emb.T`` beside ``emb``; the
+    file stores ``emb`` once and makes ``emb.T`` by a Transpose, with the same results."""
+    from lbdl_graph.passes.fold_parameters import fold_params
+
+    rng = np.random.default_rng(0)
+    b = GraphBuilder("tied")
+    ids = b.input("ids", "i64", ["N"])
+    emb = b.param("emb", rng.standard_normal((64, 32)).astype(np.float32))
+    with b:
+        y = ops.matmul(ops.gather(emb, ids, axis=0), ops.transpose(emb, perm=(1, 0)))
+    g = fold_params(b.build({"y": y})).graph
+    assert {p.name for p in g.params} == {"emb", "emb.T"}
+    model = to_onnx(g)
+    onnx.checker.check_model(model, full_check=True)
+    assert [t.name for t in model.graph.initializer] == ["emb"]
+    (tie,) = [n for n in model.graph.node if n.name == "emb.T/tied"]
+    assert (tie.op_type, list(tie.input), list(tie.output)) == ("Transpose", ["emb"], ["emb.T"])
+    feeds = {"ids": np.array([3, 0, 63], dtype=np.int64)}
+    want = Interpreter(g, training=False).run(feeds)["y"]
+    np.testing.assert_allclose(OrtRunner(model).run(feeds)["y"], want, rtol=1e-6, atol=1e-6)
+    # a copy that was changed on its own is no transpose of the source: both are stored
+    changed = g.replace(params=[p if p.name != "emb.T" else type(p)(p.value, p.data + 1,
+                                                                   p.trainable)
+                                for p in g.params])
+    assert {t.name for t in to_onnx(changed).graph.initializer} == {"emb", "emb.T"}
