@@ -188,7 +188,12 @@ class NodeCtx:
     def ints(self, i: int, what: str) -> list[int] | None:
         """A constant integer operand as a list (None if absent)."""
         arr = self.const(i, what)
-        return None if arr is None else [int(v) for v in np.asarray(arr).reshape(-1)]
+        if arr is None:
+            return None
+        arr = np.asarray(arr)
+        if arr.dtype.kind not in "iub":  # ONNX gives these operands as integers
+            raise self.error(f"operand {what!r} must be an integer tensor, got {arr.dtype}")
+        return [int(v) for v in arr.reshape(-1)]
 
     def scalar_const(self, i: int, what: str) -> float | None:
         """A constant scalar operand as a float (None if absent or empty)."""

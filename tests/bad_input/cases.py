@@ -245,6 +245,10 @@ CASES: list[Case] = [
          ("'to'", "expects a int")),
     Case("attr_without_value", "onnx", _save(_no_value_attr(), "noval"), O,
          ("perm", "no value")),
+    Case("complex_shape_operand", "onnx", _save(_model(
+        [helper.make_node("Reshape", ["x", "s"], ["y"], name="r0")], [_x()], [_vi("y", None)],
+        [helper.make_tensor("s", TensorProto.COMPLEX64, [1], [6 + 0j])]), "cshape"), O,
+         ("node 'r0'", "shape", "integer tensor", "complex64")),
     Case("sparse_initializer", "onnx", _save(_sparse(), "sparse"), "OnnxUnsupportedError",
          ("sparse",)),
     Case("text_unary_minus_string", "text", _text(
