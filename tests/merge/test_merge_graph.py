@@ -122,3 +122,19 @@ def test_bad_models_give_typed_errors() -> None:
         build_merge_graph(base, [{**fts[0], "steps": np.asarray([9, 9])}])
     with pytest.raises(ShapeError, match="density"):
         build_merge_graph(base, fts, "ties", density=0.0)
+
+
+def test_kth_largest_is_declared_non_differentiable() -> None:
+    from lbdl_graph import GraphBuilder, ops
+    from lbdl_graph.errors import AutodiffError
+
+    b = GraphBuilder("k")
+    x = b.input("x", "float64", (5,))
+    with b:
+        loss = ops.kth_largest(x, k=2)
+    assert not ops.kth_largest.differentiable
+    with pytest.raises(AutodiffError, match="through differentiable ops"):
+        grad(b.build({"loss": loss}), wrt="x")
+    with pytest.raises(ShapeError, match="exceeds"):
+        with GraphBuilder("bad") as bb:
+            ops.kth_largest(bb.input("y", "float32", (3,)), k=4)
