@@ -90,3 +90,15 @@ def _log_softmax_onnx(b: OnnxBuilder, x: str, *, axis: int) -> str:
 def _cumsum_onnx(b: OnnxBuilder, x: str, *, axis: int, exclusive: bool, reverse: bool) -> str:
     return b.op("CumSum", x, b.scalar(axis, "int64", name="axis"), dtype=b.in_type(0).dtype,
                 data=(0,), exclusive=int(exclusive), reverse=int(reverse))
+
+
+@LOWERINGS.register(ops.kth_largest)
+def _kth_largest_onnx(b: OnnxBuilder, x: str, *, k: int) -> str:
+    dt = b.in_type(0).dtype
+    if k == 0:
+        return b.op("Identity", b.scalar(np.inf, dt, name="inf"))
+    flat = b.op("Reshape", x, b.ints([-1], name="flat"))
+    values = b.op_n("TopK", 2, flat, b.ints([k], name="k"), dtype=dt, data=(0,), back=(0,),
+                    axis=0, largest=1, sorted=1)[0]
+    last = b.op("Slice", values, b.ints([k - 1], name="start"), b.ints([k], name="end"))
+    return b.op("Reshape", last, b.ints([], name="scalar"))

@@ -21,7 +21,7 @@ __all__ = ["main"]
 # `func` default takes the parsed namespace and returns an exit code (`inspect_cmd` adds
 # `inspect`, `optimize` and `viz`).
 VERB_MODULES = ("ops", "train", "run", "export", "inspect", "explore", "quantize", "merge",
-                "generate")
+                "generate", "check")
 
 
 class UsageError(Exception):

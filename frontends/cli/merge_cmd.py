@@ -5,7 +5,8 @@ lbdl-graph checkpoint, checksum verified, or plain safetensors). ``--method task
 adds the weighted task vectors ``FT_t - BASE`` to the base (``--weights``: one per model or one
 for all); ``--method ties`` trims, elects signs and averages them (``--density``, ``--lam``).
 ``OUT.onnx`` (needs an ``.onnx`` base: its graph carries the merged weights) or
-``OUT.safetensors`` (a checkpoint of the merged parameters).
+``OUT.safetensors`` (a checkpoint of the merged parameters). The merge runs as a graph
+(:mod:`lbdl_graph.passes.merge_graph`); ``--save-graph G.onnx`` writes that graph too.
 """
 
 from __future__ import annotations
@@ -66,9 +67,11 @@ def _norm(tau: dict[str, np.ndarray]) -> float:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from lbdl_graph.backends.numpy import Interpreter
     from lbdl_graph.backends.onnx import save_onnx
     from lbdl_graph.frontends.training import save_checkpoint
-    from lbdl_graph.passes.merge import task_arithmetic, task_vector, ties_merge
+    from lbdl_graph.passes.merge import task_vector
+    from lbdl_graph.passes.merge_graph import build_merge_graph
 
     method = args.method.replace("-", "_")
     if method == "ties" and args.weights is not None:
@@ -81,6 +84,10 @@ def _run(args: argparse.Namespace) -> int:
     if out.suffix not in (".onnx", ".safetensors"):
         raise UsageError(f"-o {out}: the output must be an .onnx or .safetensors file")
     check_output(out)
+    if args.save_graph:
+        if Path(args.save_graph).suffix != ".onnx":
+            raise UsageError(f"--save-graph {args.save_graph}: the merge graph is an .onnx file")
+        check_output(args.save_graph)
     base_spec, *ft_specs = args.models
     if out.resolve() in {Path(m).resolve() for m in args.models}:
         raise CliError(f"refusing to overwrite the input {out}; choose another output path")
@@ -88,16 +95,21 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("an .onnx output needs an .onnx base model (its graph)")
     base, base_graph = load_params(base_spec)
     fts = [load_params(s)[0] for s in ft_specs]
+    density = 0.2 if args.density is None else args.density
     if method == "ties":
-        merged = ties_merge(base, fts, density=0.2 if args.density is None else args.density,
-                            lam=args.lam, per_tensor=args.per_tensor)
-        how = (f"TIES, density {0.2 if args.density is None else args.density:g}, "
+        graph = build_merge_graph(base, fts, "ties", density=density, lam=args.lam,
+                                  per_tensor=args.per_tensor)
+        how = (f"TIES, density {density:g}, "
                f"lam {args.lam:g}{', per tensor' if args.per_tensor else ''}")
     else:
         weights: float | list[float] = 1.0 if args.weights is None else (
             args.weights[0] if len(args.weights) == 1 else list(args.weights))
-        merged = task_arithmetic(base, fts, weights)
+        graph = build_merge_graph(base, fts, weights=weights)
         how = f"task arithmetic, weights {weights}"
+    merged = Interpreter(graph).run({})
+    if args.save_graph:
+        save_onnx(graph, args.save_graph, training=False)
+        print(f"wrote the merge graph ({len(graph.nodes)} nodes) to {args.save_graph}")
     print(f"merging {len(fts)} fine-tuned model(s) into {base_spec} ({len(base)} parameters): "
           f"{how}")
     for spec, ft in zip(ft_specs, fts, strict=True):
@@ -133,4 +145,7 @@ def register(sub: Any) -> None:
                    help="TIES: fraction of each task vector kept (default 0.2)")
     p.add_argument("--lam", type=float, default=1.0, help="TIES: scale of the merged vector")
     p.add_argument("--per-tensor", action="store_true", help="TIES: trim per tensor")
+    p.add_argument("--save-graph", metavar="GRAPH.onnx",
+                   help="also write the merge itself (a graph with the merged parameters as "
+                        "outputs) as ONNX, to inspect or run it elsewhere")
     p.set_defaults(func=_run)

@@ -4,6 +4,7 @@ it next to Module and Parameter, like ``torch.nn``."""
 from __future__ import annotations
 
 from .activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Tanh
+from .additive_attention import AdditiveAttention
 from .attention import MultiheadAttention
 from .containers import ModuleDict, ModuleList, Residual, Sequential
 from .conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d
@@ -34,6 +35,7 @@ __all__ = [
     "RNN",
     "AdaptiveAvgPool1d",
     "AdaptiveAvgPool2d",
+    "AdditiveAttention",
     "AvgPool1d",
     "AvgPool2d",
     "BatchNorm1d",

@@ -1,11 +1,12 @@
-"""Reductions, arg-reductions, softmax and cumulative sums."""
+"""Reductions, arg-reductions, softmax, cumulative sums and the k-th largest entry."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..errors import OpError, ShapeError
 from ..opdef import Attr, OpDef, Trait, defop
-from ..shapes import normalize_axis
+from ..shapes import fmt_shape, normalize_axis
 from ..types import TensorType
 from ._rules import arg_reduce_rule, reduce_rule, require
 
@@ -60,3 +61,23 @@ cumsum = defop("cumsum", ("x",), infer=_cumsum_rule,
                attrs=(Attr("axis", "int", 0), Attr("exclusive", "bool", False),
                       Attr("reverse", "bool", False)),
                traits=(D,), onnx="CumSum", doc="cumulative sum along axis")
+
+
+def _kth_largest_rule(x: TensorType, *, k: int) -> TensorType:
+    require(x, "input", kinds=("float",))
+    if k < 0:
+        raise OpError(f"kth_largest: k must be >= 0, got {k}")
+    size = 1
+    for d in x.shape:
+        if not isinstance(d, int):
+            raise ShapeError(f"kth_largest needs a static shape, got {fmt_shape(x.shape)}")
+        size *= d
+    if k > size:
+        raise ShapeError(f"kth_largest: k={k} exceeds the {size} entries of the input")
+    return x.with_shape(())
+
+
+kth_largest = defop("kth_largest", ("x",), infer=_kth_largest_rule, attrs=(Attr("k", "int"),),
+                    traits=(R,), onnx="TopK",
+                    doc="the k-th largest entry over all axes (0-d); k=0 gives +inf. Not "
+                        "differentiable: it is a threshold (TIES trimming), compared, not used")

@@ -108,6 +108,31 @@ def test_merge_ties_to_safetensors_and_back(finetunes: Path, tmp_path: Path) -> 
                                state["layers.0.weight"], rtol=1e-6)
 
 
+def test_merge_runs_as_a_graph_equal_to_numpy(finetunes: Path, tmp_path: Path) -> None:
+    """The CLI merges through the merge graph; the result equals the NumPy reference and the
+    saved merge graph runs on ONNX Runtime to the same parameters."""
+    import onnxruntime as ort
+
+    from lbdl_graph.frontends.training import load_checkpoint
+    from lbdl_graph.passes.merge import ties_merge
+
+    out, gpath = tmp_path / "ties.safetensors", tmp_path / "merge_graph.onnx"
+    ms = [str(finetunes / f"m{i}.onnx") for i in range(3)]
+    r = cli("merge", *ms, "-o", str(out), "--method", "ties", "--density", "0.3", "--lam", "0.7",
+            "--save-graph", str(gpath))
+    assert r.returncode == 0, r.stderr
+    assert "merge graph" in r.stdout
+    state, _ = load_checkpoint(out)
+    want = ties_merge(_params(finetunes / "m0.onnx"), [_params(Path(m)) for m in ms[1:]], 0.3, 0.7)
+    sess = ort.InferenceSession(str(gpath), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    on_ort = dict(zip(names, sess.run(None, {}), strict=True))
+    for n, w in want.items():
+        np.testing.assert_allclose(state[n], w, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(on_ort[n], w, atol=1e-6, rtol=0)
+    fails(cli("merge", *ms, "-o", str(out), "--save-graph", str(tmp_path / "g.txt")), 2, ".onnx")
+
+
 def test_merge_bad_input(finetunes: Path, models: Path, tmp_path: Path) -> None:
     m0, m1 = str(finetunes / "m0.onnx"), str(finetunes / "m1.onnx")
     out = str(tmp_path / "o.onnx")

@@ -41,6 +41,12 @@ EXPECTED: dict[str, list[str]] = {
                   r"gradient-penalty critic step exported to .*gan_critic_step\.onnx: "
                   r"onnxruntime vs numpy on one step, .* \[agree\]",
                   r"trained generator +energy distance"],
+    "merge_coefficients.py": [r"validation loss \d+\.\d{3} -> \d+\.\d{3}; learned",
+                              r"held-out accuracy on all 10 digits: task arithmetic, learned",
+                              r"onnxruntime vs numpy merged parameters, max abs diff"],
+    "seq2seq_attention.py": [r"held-out exact match \(500 sequences of 10\): copy the input",
+                             r"no attention \(baseline\) +\d\.\d{3}",
+                             r"additive attention +\d\.\d{3} +\(per symbol"],
     "gnn_communities.py": [r"held-out node accuracy: features only \(no edges\)",
                            r"held-out node accuracy: trained GCN +\d\.\d{3}"],
     "lstm_language_model.py": [r"held-out cross-entropy \(nats/char\): .* LSTM \d\.\d{3}",

@@ -139,3 +139,21 @@ SAMPLES += [
         ("empty_other", floats(0, 3), 1, False, True),
     )
 ]
+
+
+def _kth_largest_ref(k: int) -> Callable[..., Any]:
+    def ref(x: np.ndarray, **_: Any) -> np.ndarray:
+        return np.asarray(np.sort(x.ravel())[::-1][k - 1] if k else np.inf, dtype=x.dtype)
+    return ref
+
+
+SAMPLES += [
+    OpSample(ops.kth_largest, inputs(g), attrs={"k": k}, label=label, reference=_kth_largest_ref(k))
+    for label, g, k in (
+        ("first", floats(3, 4), 1),
+        ("middle", floats(2, 3, 4, dt="float64"), 7),
+        ("last", floats(5), 5),
+        ("none", floats(3, 2), 0),
+        ("ties", fixed([1.0, 3.0, 3.0, 2.0]), 2),
+    )
+]

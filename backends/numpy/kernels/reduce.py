@@ -162,3 +162,12 @@ def _cumsum_kernel(x: Array, *, axis: int, exclusive: bool, reverse: bool) -> Ar
     if reverse:
         out = np.flip(out, a)
     return np.asarray(out).astype(x.dtype, copy=False)
+
+
+@KERNELS.register(ops.kth_largest)
+def _kth_largest_kernel(x: Array, *, k: int) -> Array:
+    """The k-th largest entry of x over all axes (+inf for k=0)."""
+    if k == 0:
+        return np.asarray(np.inf, dtype=x.dtype)
+    flat = x.ravel()
+    return np.asarray(np.partition(flat, flat.size - k)[flat.size - k], dtype=x.dtype)
