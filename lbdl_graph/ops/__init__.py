@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..opdef import OPS, OpDef
+from .collective import all_reduce
 from .elementwise import (
     abs_,
     add,
@@ -95,6 +96,7 @@ __all__ = [
     "OPS",
     "OpDef",
     "abs_",
+    "all_reduce",
     "add",
     "argmax",
     "argmin",
