@@ -57,9 +57,9 @@ def cut_at_collectives(graph: Graph) -> list[Segment]:
     readers: dict[Value, set[int]] = {}
     for k, (nodes, cs) in enumerate(zip(parts, colls, strict=True)):
         for n in nodes:
-            for v in n.inputs:
-                if v is not None:
-                    readers.setdefault(v, set()).add(k)
+            for u in n.inputs:
+                if u is not None:
+                    readers.setdefault(u, set()).add(k)
         for n in cs:
             if n.inputs[0] is not None:
                 readers.setdefault(n.inputs[0], set()).add(-1)  # read on the host
@@ -71,10 +71,10 @@ def cut_at_collectives(graph: Graph) -> list[Segment]:
         ins: dict[Value, None] = {}
         used_params: dict[Value, None] = {}
         for n in nodes:
-            for v in n.inputs:
-                if v is None or v in made:
+            for w in n.inputs:
+                if w is None or w in made:
                     continue
-                (used_params if v in params else ins)[v] = None
+                (used_params if w in params else ins)[w] = None
         outs = [v for n in nodes for v in n.outputs
                 if v in wanted or readers.get(v, set()) - {k}]
         sub = None

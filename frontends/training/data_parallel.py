@@ -134,10 +134,7 @@ class DataParallelRunner:
         what = f"gradient all-reduce of step {int(st['step'])}"
         pending: list[Any] = []
         with collectives.bind(self._reduce):  # the gradient graph's all_reduce nodes (sync BN)
-            if self.overlap:
-                g = self._overlapped(feeds, what, pending)
-            else:
-                g = self._grad.run(feeds)
+            g = self._overlapped(feeds, what, pending) if self.overlap else self._grad.run(feeds)
         if not self.overlap:
             for buf, names in zip(self.buckets.buffers, self.buckets.members, strict=True):
                 for name in names:
