@@ -1,6 +1,6 @@
 """``fit(distributed=True)`` and ``lbdl-graph train --distributed`` under mpiexec: parity with
-one process (also with ``sync_batch_norm=True``), rank-0 checkpoints, bit-identical resume at the same world size and resume at
-other world sizes (1 and 4)."""
+one process (also with ``sync_batch_norm=True``), rank-0 checkpoints, bit-identical resume at
+the same world size and resume at other world sizes (1 and 4)."""
 
 from __future__ import annotations
 

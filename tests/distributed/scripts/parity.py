@@ -1,9 +1,10 @@
 """Run under ``mpiexec -n N``: data-parallel steps vs one process, printed as JSON by rank 0.
 
-For each case ``model:optimizer:backend[:sync]`` every rank runs ``steps`` data-parallel steps
-on its contiguous slice (``batch / N`` samples) of the same global batches (``sync``: batch norms
-all-reduce their statistics); rank 0 then runs the fused single-process step (plain batch norm)
-on the whole batches and reports the relative difference of the parameter vectors (``rel`` =
+For each case ``model:optimizer:backend[:flags]`` every rank runs ``steps`` data-parallel
+steps on its contiguous slice (``batch / N`` samples) of the same global batches (flag
+``sync``: batch norms all-reduce their statistics); one rank (i % N for case i, so the ranks
+share this work) then runs the fused single-process step (plain batch norm) on the whole
+batches and reports the relative difference of the parameter vectors (``rel`` =
 ||a - b|| / ||b|| over all parameters), the worst tensor by that measure (``norm_rel``) and
 elementwise (``max_rel`` = max over tensors of max |a - b| / max |b|), the loss of both final
 states on a fresh batch (``loss_rel``), the batch-norm running statistics elementwise
@@ -75,9 +76,9 @@ def elementwise(a: np.ndarray, r: np.ndarray) -> float:
 
 
 def run_case(comm: Communicator, model_name: str, opt_name: str, backend: str, steps: int,
-             batch: int, flags: str = "") -> dict[str, Any] | None:
+             batch: int, flags: str = "", owner: int = 0) -> dict[str, Any] | None:
     """One parity case (``flags``: ``sync`` batch norm, ``f64`` precision, joined by '+');
-    the figures on rank 0, None elsewhere."""
+    the figures on rank ``owner`` (which runs the single-process reference), None elsewhere."""
     model, specs, target, make32 = build(model_name)
     f64 = "f64" in flags.split("+")
     if f64:  # float64 weights and inputs: rounding noise far below Adam's epsilon
@@ -103,7 +104,7 @@ def run_case(comm: Communicator, model_name: str, opt_name: str, backend: str, s
     mine = slice(comm.rank * b, (comm.rank + 1) * b)
     for full in batches:
         runner.step({k: v[mine] for k, v in full.items()})
-    if comm.rank != 0:
+    if comm.rank != owner:  # every rank holds the same parameters: one checks them
         return None
     plain = trace_loss(model, specs, target, "cross_entropy", {}, training=True)
     fused = make_train_step(plain, opt)
@@ -147,8 +148,12 @@ def main() -> None:
     args = p.parse_args()
     comm = Communicator.world(timeout=60)
     with comm.guard():
-        results = [run_case(comm, *c.split(":")[:3], args.steps, args.batch,
-                            *c.split(":")[3:]) for c in args.cases]
+        # rank i % N runs case i's single-process reference, so the ranks share that work
+        mine = [run_case(comm, *c.split(":")[:3], args.steps, args.batch,
+                         *(c.split(":")[3:] or [""]), owner=i % comm.size)
+                for i, c in enumerate(args.cases)]
+        results = [comm.broadcast_json(r, root=i % comm.size, what="parity figures")
+                   for i, r in enumerate(mine)]
     if comm.rank == 0:
         print(json.dumps({"world_size": comm.size, "results": results}))
 
