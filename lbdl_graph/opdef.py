@@ -33,6 +33,7 @@ class Trait(enum.Enum):
     DIFFERENTIABLE = "differentiable"  # has a VJP rule for its float inputs
     STOCHASTIC = "stochastic"  # output depends on a random stream
     SHAPE = "shape"  # moves or views data without arithmetic
+    COLLECTIVE = "collective"  # combines the value across processes (never folded or fused)
 
 
 class _Required:

@@ -216,7 +216,8 @@ def fold_constants(graph: Graph, *, max_elements: int = 4096,
     for node in graph.nodes:
         if node.op is ops.constant:
             known[node.outputs[0]] = node.attrs["value"]
-        elif not node.op.has(Trait.STOCHASTIC) and (args := _args(node, known)) is not None:
+        elif not (node.op.has(Trait.STOCHASTIC) or node.op.has(Trait.COLLECTIVE)) and \
+                (args := _args(node, known)) is not None:
             arrays = _fold(node, args, evaluate, max_elements)
             if arrays is not None:
                 folded += 1

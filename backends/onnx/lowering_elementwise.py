@@ -41,6 +41,13 @@ for _op, _onnx in _COMPARE.items():
 for _op, _onnx in _LOGIC.items():
     LOWERINGS.register(_op)(simple(_onnx, typed=False))
 LOWERINGS.register(ops.identity, ops.stop_gradient)(simple("Identity", typed=False))
+# all_reduce in a lone process (stock ONNX Runtime has no collective op: the data-parallel
+# runner cuts graphs at their collectives and reduces between sessions, see segments.py)
+
+
+@LOWERINGS.register(ops.all_reduce)
+def _all_reduce_onnx(b: OnnxBuilder, x: str, *, group: str) -> str:
+    return b.op("Identity", x)
 
 
 @LOWERINGS.register(ops.cast)

@@ -163,7 +163,8 @@ def _train(args: argparse.Namespace, recipe: Recipe, data: Data, comm: Any = Non
     history = fit(model, xtr, ytr, metrics=["accuracy"], epochs=args.epochs,
                   batch_size=per_rank, seed=args.seed, backend=args.backend,
                   optimizer=Adam(CosineLR(args.lr, args.epochs * per_epoch)),
-                  distributed=comm if comm is not None else False)
+                  distributed=comm if comm is not None else False,
+                  sync_batch_norm=args.sync_batch_norm)
     seconds = time.perf_counter() - t0
     if comm is not None and comm.rank != 0:
         return model, history, seconds
@@ -340,4 +341,7 @@ def register(sub: Any) -> None:
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel over the MPI ranks of mpiexec -n N (--batch-size is the "
                         "global batch, split over the ranks; rank 0 logs and writes the files)")
+    p.add_argument("--sync-batch-norm", action="store_true",
+                   help="with --distributed: batch norms use the statistics of the global "
+                        "batch (all-reduced over the ranks) instead of each rank's own")
     p.set_defaults(func=_run)

@@ -3,11 +3,19 @@
 In training mode batch norm normalises with the batch statistics and, when the running
 statistics are module buffers, records their next values in the trace (PyTorch semantics:
 ``new = (1 - momentum) * old + momentum * stat``, with the unbiased batch variance).
+
+Inside ``with sync_batch_norm():`` a training-mode batch norm takes its statistics over the
+batches of every process of a distributed run: the per-channel sum, sum of squares and element
+count are packed in one vector and summed by one ``all_reduce`` node, so the mean and variance
+are those of the global batch (and the backward pass, through the all-reduce's VJP, sums the
+statistics' gradients over the processes too).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextvars
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -20,7 +28,34 @@ from ..parameter import Buffer
 from ..tensor import Tensor, as_tensor, error, reduced_count
 from ._util import const, float_tensor
 
-__all__ = ["batch_norm", "layer_norm"]
+__all__ = ["batch_norm", "layer_norm", "sync_batch_norm"]
+
+_SYNC: contextvars.ContextVar[str | None] = contextvars.ContextVar("sync_batch_norm",
+                                                                    default=None)
+
+
+@contextmanager
+def sync_batch_norm(group: str = "data") -> Iterator[None]:
+    """Trace training-mode batch norms with statistics summed over the processes of ``group``."""
+    token = _SYNC.set(group)
+    try:
+        yield
+    finally:
+        _SYNC.reset(token)
+
+
+def _synced_stats(t: Tensor, axes: list[int], group: str) -> tuple[Tensor, Tensor, Tensor]:
+    """(mean, biased variance, count) over every process's batch: one all-reduce of
+    [sum, sum of squares, count] per channel (the mean and variance keep t's rank)."""
+    c = int(t.shape[1])
+    n = reduced_count(t, axes)
+    count = (const(float(n), t) if isinstance(n, int) else n).reshape(1)
+    packed = Tensor(ops.concat(t.sum(axes).value, (t * t).sum(axes).value, count.value, axis=0))
+    total = Tensor(ops.all_reduce(packed.value, group=group))
+    n_all = total[2 * c]
+    mean = total[:c] / n_all
+    var = total[c:2 * c] / n_all - mean * mean
+    return _channel_shape(t, mean), _channel_shape(t, var), n_all
 
 
 def _channel_shape(t: Tensor, v: Tensor) -> Tensor:
@@ -55,16 +90,22 @@ def batch_norm(x: Any, running_mean: Any | None, running_var: Any | None,
         return Tensor(ops.batch_norm(t.value, scale.value, shift.value, rm.value, rv.value,
                                      epsilon=eps))
     axes = [0, *range(2, t.ndim)]
-    mean = t.mean(axes, keepdim=True)
-    xc = t - mean
-    var = (xc * xc).mean(axes, keepdim=True)
+    group = _SYNC.get()
+    n: int | Tensor
+    if group is None:
+        mean = t.mean(axes, keepdim=True)
+        xc = t - mean
+        var = (xc * xc).mean(axes, keepdim=True)
+        n = reduced_count(t, axes)
+    else:
+        mean, var, n = _synced_stats(t, axes, group)
+        xc = t - mean
     y = xc * (var + const(eps, t)).rsqrt()
     if weight is not None:
         y = y * _channel_shape(t, as_tensor(weight))
     if bias is not None:
         y = y + _channel_shape(t, as_tensor(bias))
     if momentum is not None:
-        n = reduced_count(t, axes)
         if isinstance(n, int):
             unbiased = var.reshape(-1) * const(n / (n - 1) if n > 1 else 1.0, t)
         else:

@@ -15,8 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from lbdl_graph.errors import InputError, NumericError
+from lbdl_graph.backends import collectives
+from lbdl_graph.errors import DistributedError, InputError, NumericError
 from lbdl_graph.graph import Graph
+from lbdl_graph.opdef import Trait
 from lbdl_graph.passes.train_step import SplitTrainStep
 
 from .distributed import Communicator
@@ -92,6 +94,7 @@ class DataParallelRunner:
             raise InputError("overlap=True needs the numpy backend (ONNX Runtime returns the "
                              "gradients only after the whole gradient graph has run)")
         self.overlap = overlap
+        self.sync_batch_norm = any(n.op.has(Trait.COLLECTIVE) for n in step.grad_graph.nodes)
         self.split = step
         self.comm = comm
         self.backend = backend
@@ -130,10 +133,9 @@ class DataParallelRunner:
         views = self.buckets.views
         what = f"gradient all-reduce of step {int(st['step'])}"
         pending: list[Any] = []
-        if self.overlap:
-            g = self._overlapped(feeds, what, pending)
-        else:
-            g = self._grad.run(feeds)
+        with collectives.bind(self._reduce):  # the gradient graph's all_reduce nodes (sync BN)
+            g = self._overlapped(feeds, what, pending) if self.overlap else self._grad.run(feeds)
+        if not self.overlap:
             for buf, names in zip(self.buckets.buffers, self.buckets.members, strict=True):
                 for name in names:
                     np.copyto(views[name], g[_source(name)], casting="same_kind")
@@ -151,6 +153,15 @@ class DataParallelRunner:
                for k in self._reported}
         out.update(u)
         return out
+
+    def _reduce(self, x: np.ndarray, group: str) -> np.ndarray:
+        """The reducer of the gradient graph's collectives: a sum over this runner's ranks."""
+        if group != "data":
+            raise DistributedError(f"all_reduce over group '{group}': a data-parallel run has "
+                                   "only the group 'data'")
+        buf = np.ascontiguousarray(x)
+        return self.comm.allreduce_(buf, what=f"all_reduce {list(buf.shape)} in the gradient "
+                                    "graph (sync batch norm)")
 
     def _overlapped(self, feeds: dict[str, Any], what: str, pending: list[Any]
                     ) -> dict[str, np.ndarray]:
@@ -281,5 +292,8 @@ def _graph_runner(graph: Graph, backend: str, options: Mapping[str, Any]) -> Any
     if backend == "numpy":
         return _NumpyGraph(graph, options)
     from lbdl_graph.backends.onnx.runner import OrtRunner
+    from lbdl_graph.backends.onnx.segments import SegmentedOrtRunner, has_collectives
 
+    if has_collectives(graph):  # one session per segment, the all-reduces between them
+        return SegmentedOrtRunner(graph, **options)
     return OrtRunner(graph, **options)

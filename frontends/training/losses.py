@@ -8,6 +8,7 @@ outputs (:func:`~.graph_model.graph_losses`).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ from lbdl_graph.errors import InputError
 from lbdl_graph.graph import Graph
 
 from .. import functional as F
+from ..functional.norm import sync_batch_norm as sync_bn
 from ..module import Module
 from ..tensor import Tensor
 from ..trace import InputSpec, trace
@@ -81,8 +83,12 @@ def _metric_fns(metrics: Sequence[str | tuple[str, LossFn]]) -> dict[str, LossFn
 
 
 def trace_loss(model: Module, inputs: Mapping[str, InputSpec], target: InputSpec | None,
-               loss: str | LossFn, metrics: Mapping[str, LossFn], *, training: bool) -> Graph:
-    """Trace ``model`` followed by its loss and metrics into one graph (outputs loss, metrics)."""
+               loss: str | LossFn, metrics: Mapping[str, LossFn], *, training: bool,
+               sync_batch_norm: bool = False) -> Graph:
+    """Trace ``model`` followed by its loss and metrics into one graph (outputs loss, metrics).
+
+    ``sync_batch_norm``: training-mode batch norms all-reduce their statistics over the
+    data-parallel ranks (``all_reduce`` nodes, group "data")."""
     lfn = _loss_fn(loss)
     names = list(inputs)
 
@@ -97,7 +103,9 @@ def trace_loss(model: Module, inputs: Mapping[str, InputSpec], target: InputSpec
     specs: dict[str, InputSpec] = dict(inputs)
     if target is not None:
         specs["y"] = target
-    return trace(with_loss, specs, name=type(model).__name__, training=training, module=model)
+    with sync_bn() if sync_batch_norm else contextlib.nullcontext():
+        return trace(with_loss, specs, name=type(model).__name__, training=training,
+                     module=model)
 
 
 def target_spec(y: Any) -> InputSpec | None:
@@ -106,10 +114,16 @@ def target_spec(y: Any) -> InputSpec | None:
 
 
 def loss_graphs(model: Module | Graph, x: Any, y: Any, loss: str | LossFn,
-                mfns: Mapping[str, LossFn], output: str | None = None) -> tuple[Graph, Graph]:
-    """The model followed by its loss and metrics, in training and in eval mode."""
+                mfns: Mapping[str, LossFn], output: str | None = None,
+                sync_batch_norm: bool = False) -> tuple[Graph, Graph]:
+    """The model followed by its loss and metrics, in training and in eval mode
+    (``sync_batch_norm``: the training graph's batch norms all-reduce their statistics)."""
     if isinstance(model, Graph):
+        if sync_batch_norm:
+            raise InputError("sync_batch_norm needs a Module (an imported graph's batch norms "
+                             "are in evaluation mode)")
         return graph_losses(model, y, _loss_fn(loss), mfns, output)
     data, target = _as_inputs(x), target_spec(y)
-    return (trace_loss(model, _specs(data), target, loss, mfns, training=True),
+    return (trace_loss(model, _specs(data), target, loss, mfns, training=True,
+                       sync_batch_norm=sync_batch_norm),
             trace_loss(model, _specs(data), target, loss, mfns, training=False))

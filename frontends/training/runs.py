@@ -61,6 +61,7 @@ class LocalRun:
         """The compiled training step and the eval graph."""
         from .trainer import compile_training
 
+        kw.pop("sync_batch_norm", None)  # one process: its batch is the global batch
         return compile_training(model, xs, y, **kw)
 
     def runner(self, step: Any, backend: str) -> Any:
@@ -124,7 +125,7 @@ class DataParallelRun(LocalRun):
 
         mfns = _metric_fns(kw.get("metrics", ()))
         fwd, ev = loss_graphs(model, xs, y, kw.get("loss", "cross_entropy"), mfns,
-                              kw.get("output"))
+                              kw.get("output"), bool(kw.get("sync_batch_norm")))
         self._graph_text = str(fwd)
         from lbdl_graph.passes.optim import Adam
 

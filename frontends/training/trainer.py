@@ -106,7 +106,7 @@ def fit(model: Module | Graph, x: Any, y: Any = None, *, loss: str | LossFn = "c
         progress: bool | None = None, checkpoint: str | Path | None = None,
         resume: str | Path | None = None, max_steps: int | None = None,
         distributed: bool | Any = False, drop_last: bool = False, output: str | None = None,
-        tie_weights: bool = True) -> History:
+        tie_weights: bool = True, sync_batch_norm: bool = False) -> History:
     """Train ``model`` on ``x`` (an array or a dict of named arrays) and targets ``y``.
 
     ``y=None`` trains a reconstruction (autoencoder) on the first input. ``early_stopping=k``
@@ -119,7 +119,10 @@ def fit(model: Module | Graph, x: Any, y: Any = None, *, loss: str | LossFn = "c
     the MPI ranks started by ``mpiexec``: every rank calls ``fit`` with the same data and
     settings, ``batch_size`` is per rank, each rank trains on its shard (the last batch padded,
     or dropped with ``drop_last``), gradients are averaged every step, only rank 0 shows
-    progress and writes checkpoints; see :mod:`.runs`.
+    progress and writes checkpoints; see :mod:`.runs`. There batch norms keep per-rank
+    statistics (PyTorch DDP's default) unless ``sync_batch_norm=True``, which sums them over
+    the ranks in the forward and the backward pass (the global batch's BN; ignored in one
+    process, where it is what BN does anyway).
     The trained parameters and buffers are loaded back into ``model``. Returns the History.
     ``model`` may be a Graph (an imported ONNX model): the loss reads its ``output`` (default:
     its only output), ``x`` is keyed by its input names, parameters stored twice are tied first
@@ -136,7 +139,8 @@ def fit(model: Module | Graph, x: Any, y: Any = None, *, loss: str | LossFn = "c
                     early_stopping=early_stopping, monitor=monitor, mode=mode,
                     backend=backend, clip_grad_norm=clip_grad_norm, progress=progress,
                     checkpoint=checkpoint, resume=resume, max_steps=max_steps,
-                    drop_last=drop_last, output=output, tie_weights=tie_weights)
+                    drop_last=drop_last, output=output, tie_weights=tie_weights,
+                    sync_batch_norm=sync_batch_norm)
 
 
 def _fit(model: Module | Graph, x: Any, y: Any, comm: Any, *, loss: str | LossFn,
@@ -146,7 +150,7 @@ def _fit(model: Module | Graph, x: Any, y: Any, comm: Any, *, loss: str | LossFn
          early_stopping: int | None, monitor: str, mode: str, backend: str,
          clip_grad_norm: float | None, progress: bool | None, checkpoint: str | Path | None,
          resume: str | Path | None, max_steps: int | None, drop_last: bool,
-         output: str | None, tie_weights: bool) -> History:
+         output: str | None, tie_weights: bool, sync_batch_norm: bool = False) -> History:
     """:func:`fit` after the ranks (if any) are known: checks, splits, then trains."""
     if epochs < 1 or batch_size < 1:
         raise InputError(f"epochs and batch_size must be >= 1 (got {epochs}, {batch_size})")
@@ -187,7 +191,8 @@ def _fit(model: Module | Graph, x: Any, y: Any, comm: Any, *, loss: str | LossFn
                      epochs=epochs, early_stopping=early_stopping, monitor=monitor,
                      better_is=better_is, backend=backend, clip_grad_norm=clip_grad_norm,
                      progress=progress, checkpoint=checkpoint, resume=resume,
-                     max_steps=max_steps, seed=seed, output=output)
+                     max_steps=max_steps, seed=seed, output=output,
+                     sync_batch_norm=sync_batch_norm)
     history.tied = tied
     return history
 
@@ -198,18 +203,20 @@ def _train(run: LocalRun, model: Module | Graph, data: dict[str, np.ndarray],
            epochs: int, early_stopping: int | None, monitor: str, better_is: str, backend: str,
            clip_grad_norm: float | None, progress: bool | None, checkpoint: str | Path | None,
            resume: str | Path | None, max_steps: int | None, seed: int,
-           output: str | None) -> History:
+           output: str | None, sync_batch_norm: bool = False) -> History:
     """The epoch loop of :func:`fit` (after the data is checked and split)."""
     xs = {k: v for k, v in data.items() if k != "y"}
     step, ev = run.compile(model, xs, data.get("y"), loss=loss, metrics=metrics,
                            optimizer=optimizer, clip_grad_norm=clip_grad_norm, seed=seed,
-                           output=output, tie_weights=False)  # _fit tied a graph already
+                           output=output, tie_weights=False,  # _fit tied a graph already
+                           sync_batch_norm=sync_batch_norm)
     runner = run.runner(step, backend)
     ev_runner = make_eval_runner(ev, backend)
     run.start(runner, {"optimizer": optimizer, "loss": getattr(loss, "__qualname__", loss),
                        "metrics": [m if isinstance(m, str) else m[0] for m in metrics],
                        "epochs": epochs, "batch_size": run.batch_size, "seed": seed,
                        "backend": backend, "clip": clip_grad_norm, "monitor": monitor,
+                       "sync_batch_norm": sync_batch_norm,
                        "early_stopping": early_stopping, "max_steps": max_steps,
                        "validation": None if val is None else len(next(iter(val.values())))},
               data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..opdef import OPS, OpDef
+from .collective import all_reduce
 from .elementwise import (
     abs_,
     add,
@@ -97,6 +98,7 @@ __all__ = [
     "OpDef",
     "abs_",
     "add",
+    "all_reduce",
     "argmax",
     "argmin",
     "attention",

@@ -33,6 +33,11 @@ def _identity_vjp(g: Value, out: Value, x: Value) -> Grads:
     return (g,)  # d x = dx
 
 
+@VJPS.register(ops.all_reduce)
+def _all_reduce_vjp(g: Value, out: Value, x: Value, *, group: str) -> Grads:
+    return (ops.all_reduce(g, group=group),)  # each output is the sum of every input
+
+
 @VJPS.register(ops.neg)
 def _neg_vjp(g: Value, out: Value, x: Value) -> Grads:
     return (ops.neg(g),)  # d(-x) = -dx

@@ -1,6 +1,6 @@
 """``fit(distributed=True)`` and ``lbdl-graph train --distributed`` under mpiexec: parity with
-one process, rank-0 checkpoints, bit-identical resume at the same world size and resume at
-other world sizes (1 and 4)."""
+one process (also with ``sync_batch_norm=True``), rank-0 checkpoints, bit-identical resume at
+the same world size and resume at other world sizes (1 and 4)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,8 @@ def test_two_ranks_train_like_one_process(run: tuple[Path, dict[str, object]]) -
     _, out = run
     assert out["world_size"] == 2 and out["steps"] == 15  # 3 epochs x 80 samples / 16
     assert out["vs_single"] <= 1e-5  # type: ignore[operator]
+    # fit(sync_batch_norm=True): batch norm over the global batch, running statistics included
+    assert out["sync_bn_vs_single"] <= 1e-5  # type: ignore[operator]
     for dp, one in zip(out["history"], out["single_history"], strict=True):  # type: ignore[call-overload]
         for k in ("loss", "accuracy", "val_loss", "val_accuracy"):
             assert dp[k] == pytest.approx(one[k], rel=1e-5), k

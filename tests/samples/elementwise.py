@@ -129,6 +129,13 @@ SAMPLES += [
        onnx_attrs={"approximate": "tanh"}, onnx_opset=20),
 ]
 
+# all_reduce with no reducer bound: the group is this process alone, so the sum is x
+SAMPLES += [
+    _s(ops.all_reduce, "Identity", floats(3, 4), label="lone_f32"),
+    _s(ops.all_reduce, "Identity", floats(5, dt="float64"), label="lone_f64",
+       attrs={"group": "data"}),
+]
+
 for _op in (ops.identity, ops.stop_gradient):
     SAMPLES += [
         _s(_op, "Identity", floats(3, 4), label="f32"),

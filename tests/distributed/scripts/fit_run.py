@@ -37,6 +37,13 @@ def model() -> Any:
     return nn.Sequential(nn.Linear(12, 32), nn.Tanh(), nn.Linear(32, 3))
 
 
+def bn_model() -> Any:
+    """A model with batch norm, for ``fit(sync_batch_norm=True)``."""
+    manual_seed(0)
+    return nn.Sequential(nn.Linear(12, 16, bias=False), nn.BatchNorm1d(16), nn.ReLU(),
+                         nn.Linear(16, 3))  # no bias before BN: its gradient is zero
+
+
 def settings(batch: int) -> dict[str, Any]:
     """fit's keyword arguments (validation, metrics, checkpoints)."""
     return {"metrics": ["accuracy"], "optimizer": Adam(1e-2), "epochs": 3, "batch_size": batch,
@@ -68,8 +75,12 @@ def main() -> None:
     comm.barrier()
     h2 = fit(model(), x, y, **settings(per_rank), checkpoint=out / "stopped.ckpt",
              resume=out / "stopped.ckpt", distributed=comm)
+    bn = bn_model()
+    fit(bn, x, y, **settings(per_rank), distributed=comm, sync_batch_norm=True)
     if comm.rank != 0:
         return
+    bn_single = bn_model()
+    fit(bn_single, x, y, **settings(GLOBAL_BATCH))
     single = model()
     hs = fit(single, x, y, **settings(GLOBAL_BATCH))
     full, _ = load_checkpoint(out / "full.ckpt")
@@ -78,6 +89,7 @@ def main() -> None:
     print(json.dumps({
         "world_size": comm.size,
         "vs_single": rel(m.state_dict(), single.state_dict()),
+        "sync_bn_vs_single": rel(bn.state_dict(), bn_single.state_dict()),
         "history": h.epochs, "single_history": hs.epochs, "resumed_history": h2.epochs,
         "resume_bit_identical": sorted(full) == sorted(resumed) and all(
             np.array_equal(full[k], resumed[k]) for k in full),
