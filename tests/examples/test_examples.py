@@ -45,6 +45,9 @@ EXPECTED: dict[str, list[str]] = {
                            r"held-out node accuracy: trained GCN +\d\.\d{3}"],
     "lstm_language_model.py": [r"held-out cross-entropy \(nats/char\): .* LSTM \d\.\d{3}",
                                r"--- LSTM sample at temperature 0\.7"],
+    "saliency.py": [r"held-out accuracy: trained \d\.\d{3}, majority class",
+                    r"random ink pixels \(baseline\) +\d\.\d{3}",
+                    r"integrated gradients +\d\.\d{3}", r"pictures: .*saliency\.png"],
     "remat_checkpointing.py": [r"peak activations [\d.]+ MiB -> [\d.]+ MiB",
                                r"losses bit-identical True, final weights and Adam moments "
                                r"bit-identical True"],
