@@ -3,7 +3,7 @@ written in the DSL like ``torch.nn`` code.
 
 Each family lives in its own module (``mlp``, ``lenet``, ``resnet``, ``transformer``, ``gpt``,
 ``bert``, ``vit``, ``autoencoder``, ``unet``, ``detector``, ``clip``, ``dqn``, ``diffusion``,
-``gan``, ``gnn``, ``rnn_lm``) with Module classes and config dataclasses. :data:`ZOO` maps every
+``gan``, ``gnn``, ``rnn_lm``, ``embedder``) with Module classes and config dataclasses. :data:`ZOO` maps every
 configuration's name to a :class:`ZooEntry` (constructor, example input specs with a symbolic
 batch dim ``N``, expected outputs, description, task)::
 
@@ -26,6 +26,7 @@ from . import (
     detector,
     diffusion,
     dqn,
+    embedder,
     gan,
     gnn,
     gpt,
@@ -45,6 +46,7 @@ from .clip import CLIP, CLIPConfig, clip_loss
 from .detector import DetectorConfig, TinyDetector
 from .diffusion import DiffusionConfig, DiffusionDenoiser, noise_schedule
 from .dqn import DQN, DQNConfig
+from .embedder import EmbedderConfig, TextEmbedder
 from .gan import GAN, Discriminator, GANConfig, Generator
 from .gnn import GCN, GCNConfig, GraphConv, normalize_adjacency
 from .gpt import GPT, GPTConfig
@@ -57,7 +59,7 @@ from .unet import UNet, UNetConfig
 from .vit import ViT, ViTConfig
 
 _FAMILIES = (mlp, lenet, resnet, transformer, gpt, bert, vit, autoencoder, unet, detector, clip,
-             dqn, diffusion, gan, gnn, rnn_lm)
+             dqn, diffusion, gan, gnn, rnn_lm, embedder)
 
 #: Every zoo configuration by name, in book order.
 ZOO: dict[str, ZooEntry] = {e.name: e for fam in _FAMILIES for e in fam.ZOO_ENTRIES}
@@ -97,6 +99,7 @@ __all__ = [
     "DetectorConfig",
     "DiffusionConfig",
     "DiffusionDenoiser",
+    "EmbedderConfig",
     "Discriminator",
     "GANConfig",
     "GCNConfig",
@@ -110,6 +113,7 @@ __all__ = [
     "RecurrentLM",
     "ResNet",
     "ResNetConfig",
+    "TextEmbedder",
     "TinyDetector",
     "Transformer",
     "TransformerBlock",
