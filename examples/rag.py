@@ -12,13 +12,17 @@ facts is held out: neither model sees their question or answer in training.
    pairs. Recall@1 and @3 on the held-out questions are compared with random ranking and a
    TF-IDF bag-of-words ranking, computed in the same run.
 2. Generation: the zoo's ``GPT`` (word level) learns "[passages] question : Q answer : A <eos>"
-   from the training facts, half of the time with two passages (the right one and another
-   about the same country, in random order) and half closed-book. On the held-out questions it
+   from 20,000 freshly drawn random facts (never a held-out one), each with two passages: the
+   right one and another about the same country, in random order; since the facts are random
+   it must learn to read, not to memorise. On the held-out questions it
    answers greedily with ``generate`` from an exported KV-cache bundle on ONNX Runtime, once
    closed-book (the baseline: it cannot know unseen facts) and once from the embedder's top-2
    passages.
 
-Measured (seed 0, 1 thread): see the docstring of the commit; the script prints all figures.
+Measured (seed 0, 25 s at 1 thread on a busy machine): retrieval recall@1 / @3 on 48
+held-out questions: random 0.000 / 0.000, TF-IDF 0.167 / 0.708, trained embedder 0.979 /
+1.000. Answer accuracy: closed book 0.021, retrieved top-2 passages 0.688, oracle passage
+0.854.
 
     python examples/rag.py
 """
@@ -124,7 +128,7 @@ def answer_loss(out: Tensor, y: Tensor) -> Tensor:
 
 
 def main() -> None:
-    args = parse_args(__doc__, extra={"steps": (int, 500, "generator training steps"),
+    args = parse_args(__doc__, extra={"steps": (int, 1500, "generator training steps"),
                                       "lr": (float, 5e-3, "generator learning rate"),
                                       "enc_epochs": (int, 40, "embedder training epochs")})
     rng = np.random.default_rng(args.seed)
@@ -199,7 +203,7 @@ def main() -> None:
         ctx = [RELATIONS[r][0].format(e=e, v=v), RELATIONS[r2][0].format(e=e, v=v2)]
         if rng.random() < 0.5:
             ctx.reverse()
-        seqs.append(prompt_text(ctx, RELATIONS[r][1].format(e=e)) + [stoi[v], stoi[EOS]])
+        seqs.append([*prompt_text(ctx, RELATIONS[r][1].format(e=e)), stoi[v], stoi[EOS]])
     x = np.zeros((len(seqs), CONTEXT), np.int64)
     y = np.zeros_like(x)
     for k, s in enumerate(seqs):

@@ -44,8 +44,9 @@ class TextEmbedder(Module):
 
     def forward(self, ids: Tensor) -> Tensor:
         """Masked mean pooling of the token embeddings, an MLP and L2 normalisation."""
-        mask = (ids != 0).float().unsqueeze(-1)
-        pooled = (self.tok(ids) * mask).sum(1) / (mask.sum(1) + 1e-6)
+        emb = self.tok(ids)
+        mask = (ids != 0).to(emb.dtype).unsqueeze(-1)
+        pooled = (emb * mask).sum(1) / (mask.sum(1) + 1e-6)
         h = self.fc2(self.fc1(pooled).tanh())
         return h / ((h * h).sum(-1, keepdim=True) + 1e-12).sqrt()
 
