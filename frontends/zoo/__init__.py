@@ -4,8 +4,8 @@ written in the DSL like ``torch.nn`` code.
 Each family lives in its own module (``mlp``, ``lenet``, ``resnet``, ``transformer``, ``gpt``,
 ``bert``, ``vit``, ``autoencoder``, ``unet``, ``detector``, ``clip``, ``dqn``, ``diffusion``,
 ``gan``, ``gnn``, ``rnn_lm``, ``embedder``) with Module classes and config dataclasses.
-:data:`ZOO` maps every configuration's name to a :class:`ZooEntry` (constructor, example input specs with a symbolic
-batch dim ``N``, expected outputs, description, task)::
+:data:`ZOO` maps every configuration's name to a :class:`ZooEntry` (constructor, example input
+specs with a symbolic batch dim ``N``, expected outputs, description, task)::
 
     from lbdl_graph.frontends.zoo import ZOO
     entry = ZOO["resnet50"]
