@@ -41,7 +41,7 @@ from . import (
 from ._common import Unflatten, count_parameters
 from ._registry import DEFAULT_DIMS, ZooEntry, concrete_shape
 from .autoencoder import VAE, Autoencoder, AutoencoderConfig, VAEConfig, vae_loss
-from .bert import Bert, BertConfig
+from .bert import Bert, BertConfig, BertForMaskedLM, BertForSequenceClassification
 from .clip import CLIP, CLIPConfig, clip_loss
 from .detector import DetectorConfig, TinyDetector
 from .diffusion import DiffusionConfig, DiffusionDenoiser, noise_schedule
@@ -93,6 +93,8 @@ __all__ = [
     "BasicBlock",
     "Bert",
     "BertConfig",
+    "BertForMaskedLM",
+    "BertForSequenceClassification",
     "Bottleneck",
     "CLIPConfig",
     "DQNConfig",

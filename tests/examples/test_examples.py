@@ -45,6 +45,10 @@ EXPECTED: dict[str, list[str]] = {
                            r"held-out node accuracy: trained GCN +\d\.\d{3}"],
     "lstm_language_model.py": [r"held-out cross-entropy \(nats/char\): .* LSTM \d\.\d{3}",
                                r"--- LSTM sample at temperature 0\.7"],
+    "bert_pretraining.py": [r"held-out masked-token accuracy: most frequent token \d\.\d{3}, "
+                            r"pre-trained BERT \d\.\d{3}",
+                            r"majority class \d\.\d{3}, from scratch \d\.\d{3} .* "
+                            r"pre-trained \d\.\d{3}"],
     "rag.py": [r"TF-IDF bag of words +recall@1 \d\.\d{3}",
                r"trained embedder +recall@1 \d\.\d{3} +recall@3",
                r"closed book \(no retrieval\) +\d\.\d{3}",
