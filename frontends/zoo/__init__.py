@@ -37,6 +37,7 @@ from . import (
     transformer,
     unet,
     vit,
+    whisper,
 )
 from ._common import Unflatten, count_parameters
 from ._registry import DEFAULT_DIMS, ZooEntry, concrete_shape
@@ -57,9 +58,10 @@ from .rnn_lm import RecurrentLM, RNNLMConfig
 from .transformer import Transformer, TransformerBlock, TransformerConfig
 from .unet import UNet, UNetConfig
 from .vit import ViT, ViTConfig
+from .whisper import LogMel, Whisper, WhisperConfig, mel_filterbank
 
 _FAMILIES = (mlp, lenet, resnet, transformer, gpt, bert, vit, autoencoder, unet, detector, clip,
-             dqn, diffusion, gan, gnn, rnn_lm, embedder)
+             dqn, diffusion, gan, gnn, rnn_lm, embedder, whisper)
 
 #: Every zoo configuration by name, in book order.
 ZOO: dict[str, ZooEntry] = {e.name: e for fam in _FAMILIES for e in fam.ZOO_ENTRIES}
@@ -110,6 +112,7 @@ __all__ = [
     "GraphConv",
     "LeNet",
     "LeNetConfig",
+    "LogMel",
     "MLPConfig",
     "RNNLMConfig",
     "RecurrentLM",
@@ -126,11 +129,14 @@ __all__ = [
     "VAEConfig",
     "ViT",
     "ViTConfig",
+    "Whisper",
+    "WhisperConfig",
     "ZooEntry",
     "clip_loss",
     "concrete_shape",
     "count_parameters",
     "get",
+    "mel_filterbank",
     "names",
     "noise_schedule",
     "normalize_adjacency",

@@ -49,6 +49,8 @@ EXPECTED: dict[str, list[str]] = {
                             r"pre-trained BERT \d\.\d{3}",
                             r"majority class \d\.\d{3}, from scratch \d\.\d{3} .* "
                             r"pre-trained \d\.\d{3}"],
+    "speech_recognition.py": [r"token error rate: trivial \(digit \d x \d\) \d\.\d{3}, "
+                              r"untrained \d\.\d{3}, trained Whisper \d\.\d{3}"],
     "rag.py": [r"TF-IDF bag of words +recall@1 \d\.\d{3}",
                r"trained embedder +recall@1 \d\.\d{3} +recall@3",
                r"closed book \(no retrieval\) +\d\.\d{3}",
