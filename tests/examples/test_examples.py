@@ -47,6 +47,7 @@ EXPECTED: dict[str, list[str]] = {
                                r"--- LSTM sample at temperature 0\.7"],
     "bert_pretraining.py": [r"held-out masked-token accuracy: most frequent token \d\.\d{3}, "
                             r"pre-trained BERT \d\.\d{3}",
+                            r"linear probe .* random encoder \d\.\d{3}, pre-trained encoder",
                             r"majority class \d\.\d{3}, from scratch \d\.\d{3} .* "
                             r"pre-trained \d\.\d{3}"],
     "speech_recognition.py": [r"token error rate: trivial \(digit \d x \d\) \d\.\d{3}, "
