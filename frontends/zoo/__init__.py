@@ -3,9 +3,9 @@ written in the DSL like ``torch.nn`` code.
 
 Each family lives in its own module (``mlp``, ``lenet``, ``resnet``, ``transformer``, ``gpt``,
 ``bert``, ``vit``, ``autoencoder``, ``unet``, ``detector``, ``clip``, ``dqn``, ``diffusion``,
-``gan``, ``gnn``, ``rnn_lm``) with Module classes and config dataclasses. :data:`ZOO` maps every
-configuration's name to a :class:`ZooEntry` (constructor, example input specs with a symbolic
-batch dim ``N``, expected outputs, description, task)::
+``gan``, ``gnn``, ``rnn_lm``, ``embedder``) with Module classes and config dataclasses.
+:data:`ZOO` maps every configuration's name to a :class:`ZooEntry` (constructor, example input
+specs with a symbolic batch dim ``N``, expected outputs, description, task)::
 
     from lbdl_graph.frontends.zoo import ZOO
     entry = ZOO["resnet50"]
@@ -26,6 +26,7 @@ from . import (
     detector,
     diffusion,
     dqn,
+    embedder,
     gan,
     gnn,
     gpt,
@@ -36,15 +37,17 @@ from . import (
     transformer,
     unet,
     vit,
+    whisper,
 )
 from ._common import Unflatten, count_parameters
 from ._registry import DEFAULT_DIMS, ZooEntry, concrete_shape
 from .autoencoder import VAE, Autoencoder, AutoencoderConfig, VAEConfig, vae_loss
-from .bert import Bert, BertConfig
+from .bert import Bert, BertConfig, BertForMaskedLM, BertForSequenceClassification
 from .clip import CLIP, CLIPConfig, clip_loss
 from .detector import DetectorConfig, TinyDetector
 from .diffusion import DiffusionConfig, DiffusionDenoiser, noise_schedule
 from .dqn import DQN, DQNConfig
+from .embedder import EmbedderConfig, TextEmbedder
 from .gan import GAN, Discriminator, GANConfig, Generator
 from .gnn import GCN, GCNConfig, GraphConv, normalize_adjacency
 from .gpt import GPT, GPTConfig
@@ -55,9 +58,10 @@ from .rnn_lm import RecurrentLM, RNNLMConfig
 from .transformer import Transformer, TransformerBlock, TransformerConfig
 from .unet import UNet, UNetConfig
 from .vit import ViT, ViTConfig
+from .whisper import LogMel, Whisper, WhisperConfig, mel_filterbank
 
 _FAMILIES = (mlp, lenet, resnet, transformer, gpt, bert, vit, autoencoder, unet, detector, clip,
-             dqn, diffusion, gan, gnn, rnn_lm)
+             dqn, diffusion, gan, gnn, rnn_lm, embedder, whisper)
 
 #: Every zoo configuration by name, in book order.
 ZOO: dict[str, ZooEntry] = {e.name: e for fam in _FAMILIES for e in fam.ZOO_ENTRIES}
@@ -91,6 +95,8 @@ __all__ = [
     "BasicBlock",
     "Bert",
     "BertConfig",
+    "BertForMaskedLM",
+    "BertForSequenceClassification",
     "Bottleneck",
     "CLIPConfig",
     "DQNConfig",
@@ -98,6 +104,7 @@ __all__ = [
     "DiffusionConfig",
     "DiffusionDenoiser",
     "Discriminator",
+    "EmbedderConfig",
     "GANConfig",
     "GCNConfig",
     "GPTConfig",
@@ -105,11 +112,13 @@ __all__ = [
     "GraphConv",
     "LeNet",
     "LeNetConfig",
+    "LogMel",
     "MLPConfig",
     "RNNLMConfig",
     "RecurrentLM",
     "ResNet",
     "ResNetConfig",
+    "TextEmbedder",
     "TinyDetector",
     "Transformer",
     "TransformerBlock",
@@ -120,11 +129,14 @@ __all__ = [
     "VAEConfig",
     "ViT",
     "ViTConfig",
+    "Whisper",
+    "WhisperConfig",
     "ZooEntry",
     "clip_loss",
     "concrete_shape",
     "count_parameters",
     "get",
+    "mel_filterbank",
     "names",
     "noise_schedule",
     "normalize_adjacency",

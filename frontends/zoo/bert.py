@@ -16,17 +16,24 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import numpy as np
+
+from lbdl_graph.errors import ShapeError
+
+from .. import functional as F
 from .. import init
 from ..layers import Dropout, Embedding, LayerNorm, LearnedPositionalEncoding, Linear, ModuleList
 from ..module import Module
-from ..tensor import Tensor
+from ..parameter import Parameter
+from ..tensor import Tensor, error
 from ..trace import InputSpec
 from ._registry import ZooEntry
 from .transformer import TransformerBlock
 
 __lbdl_user_code__ = True
 
-__all__ = ["BERT_BASE", "ZOO_ENTRIES", "Bert", "BertConfig"]
+__all__ = ["BERT_BASE", "ZOO_ENTRIES", "Bert", "BertConfig", "BertForMaskedLM",
+           "BertForSequenceClassification"]
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,64 @@ class Bert(Module):
         if self.config.pooler:
             out["pooler_output"] = self.pooler(x[:, 0]).tanh()
         return out
+
+
+class BertForMaskedLM(Module):
+    """BERT's pre-training head on the encoder: ``forward(input_ids, attention_mask=None)`` ->
+    vocabulary logits (N, T, V) from a dense + GELU + LayerNorm transform of every hidden state
+    and an output layer tied to the token embedding table (plus its own bias), as BERT's MLM."""
+
+    def __init__(self, config: BertConfig | None = None) -> None:
+        super().__init__()
+        self.bert = Bert(config)
+        c = self.bert.config
+        self.transform = Linear(c.d_model, c.d_model)
+        self.norm = LayerNorm(c.d_model, eps=c.eps)
+        self.decoder_bias = Parameter(np.zeros(c.vocab_size, np.float32))
+        init.normal_(self.transform.weight, 0.0, c.init_std)
+        init.zeros_(self.transform.bias)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """Logits over the vocabulary at every position."""
+        h = self.bert(input_ids, None, attention_mask)["last_hidden_state"]
+        h = self.norm(F.gelu(self.transform(h)))
+        return h @ self.bert.embeddings.word.weight.T + self.decoder_bias
+
+
+class BertForSequenceClassification(Module):
+    """The encoder, a pooled state, dropout and a linear classifier:
+    ``forward(input_ids, attention_mask=None)`` -> class logits (N, num_labels). ``pooling``
+    is ``"cls"`` (BERT's tanh pooler on the first token; needs ``config.pooler``) or ``"mean"``
+    (the mean hidden state over the unmasked tokens). ``bert`` may be loaded from a
+    pre-trained :class:`BertForMaskedLM`'s ``bert``."""
+
+    def __init__(self, config: BertConfig | None = None, num_labels: int = 2,
+                 pooling: str = "cls") -> None:
+        super().__init__()
+        self.bert = Bert(config)
+        if pooling not in ("cls", "mean"):
+            raise error(ShapeError, f"pooling must be 'cls' or 'mean', got {pooling!r}")
+        if pooling == "cls" and not self.bert.config.pooler:
+            raise error(ShapeError, "pooling='cls' needs a BertConfig with pooler=True")
+        self.pooling = pooling
+        c = self.bert.config
+        self.dropout = Dropout(c.dropout)
+        self.classifier = Linear(c.d_model, num_labels)
+        init.normal_(self.classifier.weight, 0.0, c.init_std)
+        init.zeros_(self.classifier.bias)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """Class logits from the pooled hidden states."""
+        out = self.bert(input_ids, None, attention_mask)
+        if self.pooling == "cls":
+            return self.classifier(self.dropout(out["pooler_output"]))
+        h = out["last_hidden_state"]
+        if attention_mask is None:
+            pooled = h.mean(1)
+        else:
+            m = attention_mask.to(h.dtype).unsqueeze(-1)
+            pooled = (h * m).sum(1) / (m.sum(1) + 1e-6)
+        return self.classifier(self.dropout(pooled))
 
 
 BERT_BASE = BertConfig()

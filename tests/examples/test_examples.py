@@ -51,6 +51,20 @@ EXPECTED: dict[str, list[str]] = {
                            r"held-out node accuracy: trained GCN +\d\.\d{3}"],
     "lstm_language_model.py": [r"held-out cross-entropy \(nats/char\): .* LSTM \d\.\d{3}",
                                r"--- LSTM sample at temperature 0\.7"],
+    "bert_pretraining.py": [r"held-out masked-token accuracy: most frequent token \d\.\d{3}, "
+                            r"pre-trained BERT \d\.\d{3}",
+                            r"linear probe .* random encoder \d\.\d{3}, pre-trained encoder",
+                            r"majority class \d\.\d{3}, from scratch \d\.\d{3} .* "
+                            r"pre-trained \d\.\d{3}"],
+    "speech_recognition.py": [r"token error rate: trivial \(digit \d x \d\) \d\.\d{3}, "
+                              r"untrained \d\.\d{3}, trained Whisper \d\.\d{3}"],
+    "rag.py": [r"TF-IDF bag of words +recall@1 \d\.\d{3}",
+               r"trained embedder +recall@1 \d\.\d{3} +recall@3",
+               r"closed book \(no retrieval\) +\d\.\d{3}",
+               r"retrieved top-2 passages +\d\.\d{3}", r"KV-cache bundle on onnxruntime"],
+    "saliency.py": [r"held-out accuracy: trained \d\.\d{3}, majority class",
+                    r"random ink pixels \(baseline\) +\d\.\d{3}",
+                    r"integrated gradients +\d\.\d{3}", r"pictures: .*saliency\.png"],
     "remat_checkpointing.py": [r"peak activations [\d.]+ MiB -> [\d.]+ MiB",
                                r"losses bit-identical True, final weights and Adam moments "
                                r"bit-identical True"],
