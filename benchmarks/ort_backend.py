@@ -57,9 +57,10 @@ except ImportError:  # pragma: no cover - depends on the environment
 LR = 1e-3
 LOSS_RTOL = 1e-4
 INFER_BATCHES = (1, 64)
-MODELS = ("mlp", "lenet", "gpt_mini")
-TRAIN_BATCH = {"mlp": 64, "lenet": 64, "gpt_mini": 16}
-CLASSES = {"mlp": 10, "lenet": 10, "gpt_mini": 96}
+MODELS = ("mlp", "lenet", "resnet_tiny", "gpt_mini")
+TRAIN_BATCH = {"mlp": 64, "lenet": 64, "resnet_tiny": 32, "gpt_mini": 16}
+CLASSES = {"mlp": 10, "lenet": 10, "resnet_tiny": 10, "gpt_mini": 96}
+IMAGE = {"mlp": (784,), "lenet": (1, 28, 28), "resnet_tiny": (3, 32, 32)}
 
 
 # ---------------------------------------------------------------- timing
@@ -89,7 +90,7 @@ class Case:
         """A batch of model inputs."""
         if self.name == "gpt_mini":
             return rng.integers(0, CLASSES[self.name], (batch, 64)).astype(np.int64)
-        shape = (batch, 784) if self.name == "mlp" else (batch, 1, 28, 28)
+        shape = (batch, *IMAGE[self.name])
         return rng.standard_normal(shape).astype(np.float32)
 
     def targets(self, batch: int, rng: np.random.Generator) -> np.ndarray:
@@ -105,7 +106,7 @@ def make_case(name: str) -> Case:
     if name == "gpt_mini":
         return Case(name, model, "idx", InputSpec(("N", 64), "int64"),
                     InputSpec(("N", 64), "int64"))
-    shape: tuple[Any, ...] = ("N", 784) if name == "mlp" else ("N", 1, 28, 28)
+    shape: tuple[Any, ...] = ("N", *IMAGE[name])
     return Case(name, model, "x", InputSpec(shape), InputSpec(("N",), "int64"))
 
 
