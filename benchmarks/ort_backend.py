@@ -21,21 +21,27 @@ update) of ours (ORT), ours (NumPy) and torch must agree within 1e-4 (relative),
 inference outputs within 1e-4 of the output's range.
 
 Every library gets ``--threads`` threads (default 1: ORT's intra-op pool, torch, OpenBLAS).
-With ``--threads 0`` each keeps its default pool; in one process on a small shared machine the
-pools (ORT's spinning workers, OpenMP, OpenBLAS) then compete for the cores, which hurts
-whichever runs after another and makes the ratios meaningless there.
+Since the libraries share one process and run interleaved, no thread pool may spin while
+another library runs: ORT's sessions are created with ``session.intra_op.allow_spinning=0`` and
+OpenMP (torch) gets ``OMP_WAIT_POLICY=PASSIVE`` (set before torch is imported, unless already
+set). Without that, at 2 threads ORT's spinning workers and torch's OpenMP threads steal each
+other's cores and the ratios are meaningless. Train steps report the median, min and spread
+(interquartile range / median) of the interleaved rounds; the speedups use medians and carry
+the thread count in their key (``mlp_train_speedup_vs_torch_t2``). With ``--threads 0`` each
+library keeps its default pool.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from _timing import interleaved
+from _timing import interleaved, interleaved_stats
 
 from lbdl_graph.backends.numpy import Interpreter
 from lbdl_graph.backends.onnx.runner import OrtRunner, cuda_available
@@ -47,6 +53,9 @@ from lbdl_graph.frontends.zoo import ZOO
 from lbdl_graph.passes.optim import Adam
 from lbdl_graph.passes.train_step import make_train_step
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads its OpenMP runtime
+NO_SPIN = {"session.intra_op.allow_spinning": "0", "session.inter_op.allow_spinning": "0"}
+
 try:  # PyTorch is not a dependency: its columns are skipped without it
     import torch
     import torch.nn.functional as TF
@@ -57,9 +66,10 @@ except ImportError:  # pragma: no cover - depends on the environment
 LR = 1e-3
 LOSS_RTOL = 1e-4
 INFER_BATCHES = (1, 64)
-MODELS = ("mlp", "lenet", "gpt_mini")
-TRAIN_BATCH = {"mlp": 64, "lenet": 64, "gpt_mini": 16}
-CLASSES = {"mlp": 10, "lenet": 10, "gpt_mini": 96}
+MODELS = ("mlp", "lenet", "resnet_tiny", "gpt_mini")
+TRAIN_BATCH = {"mlp": 64, "lenet": 64, "resnet_tiny": 32, "gpt_mini": 16}
+CLASSES = {"mlp": 10, "lenet": 10, "resnet_tiny": 10, "gpt_mini": 96}
+IMAGE = {"mlp": (784,), "lenet": (1, 28, 28), "resnet_tiny": (3, 32, 32)}
 
 
 # ---------------------------------------------------------------- timing
@@ -89,7 +99,7 @@ class Case:
         """A batch of model inputs."""
         if self.name == "gpt_mini":
             return rng.integers(0, CLASSES[self.name], (batch, 64)).astype(np.int64)
-        shape = (batch, 784) if self.name == "mlp" else (batch, 1, 28, 28)
+        shape = (batch, *IMAGE[self.name])
         return rng.standard_normal(shape).astype(np.float32)
 
     def targets(self, batch: int, rng: np.random.Generator) -> np.ndarray:
@@ -105,7 +115,7 @@ def make_case(name: str) -> Case:
     if name == "gpt_mini":
         return Case(name, model, "idx", InputSpec(("N", 64), "int64"),
                     InputSpec(("N", 64), "int64"))
-    shape: tuple[Any, ...] = ("N", 784) if name == "mlp" else ("N", 1, 28, 28)
+    shape: tuple[Any, ...] = ("N", *IMAGE[name])
     return Case(name, model, "x", InputSpec(shape), InputSpec(("N",), "int64"))
 
 
@@ -162,12 +172,16 @@ def train_figures(case: Case, repeat: int, opts: dict[str, Any], out: dict[str, 
                 raise AssertionError(f"{name}: step {i + 1} loss of {k} ({v}) differs from "
                                      f"ORT's ({losses['ort']}): relative {err:.2e} > {LOSS_RTOL}")
     out[f"{name}_loss_max_rel_diff"] = worst
-    times = interleaved(fns, repeat)
-    for k, v in times.items():
-        out[f"{name}_train_{k}_ms"] = v * 1e3
+    stats = interleaved_stats(fns, repeat)
+    for k, st in stats.items():
+        out[f"{name}_train_{k}_ms"] = st["median"] * 1e3
+        out[f"{name}_train_{k}_min_ms"] = st["min"] * 1e3
+        out[f"{name}_train_{k}_spread"] = st["spread"]
+    times = {k: st["median"] for k, st in stats.items()}
     out[f"{name}_train_speedup_ort_vs_numpy"] = times["numpy"] / times["ort"]
-    out[f"{name}_train_speedup_vs_torch"] = times["torch"] / times["ort"] if "torch" in times \
-        else None
+    sp = times["torch"] / times["ort"] if "torch" in times else None
+    out[f"{name}_train_speedup_vs_torch"] = sp
+    out[f"{name}_train_speedup_vs_torch_t{out['threads']}"] = sp
 
 
 def infer_figures(case: Case, repeat: int, opts: dict[str, Any], out: dict[str, Any]) -> None:
@@ -218,13 +232,14 @@ def run(repeat: int, models: tuple[str, ...], providers: str, threads: int) -> d
     (ORT's intra-op pool, torch, OpenBLAS); 0 leaves each library's default."""
     from threadpoolctl import threadpool_limits
 
-    opts: dict[str, Any] = {"providers": providers}
+    opts: dict[str, Any] = {"providers": providers, "session_options": NO_SPIN}
     if threads:
         opts["intra_op_threads"] = threads
         if torch is not None:
             torch.set_num_threads(threads)
     out: dict[str, Any] = {"providers": providers, "threads": threads or "default",
                            "torch": torch.__version__ if torch is not None else None}
+    out["loadavg_start"] = list(os.getloadavg())
     if torch is None:
         out["note"] = "torch is not installed: the torch columns are skipped (null)"
     with threadpool_limits(threads or None):
@@ -233,13 +248,15 @@ def run(repeat: int, models: tuple[str, ...], providers: str, threads: int) -> d
             reps = max(5, repeat // 3) if name == "gpt_mini" else repeat
             train_figures(case, reps, opts, out)
             infer_figures(case, reps, opts, out)
+    out["loadavg_end"] = list(os.getloadavg())
     return out
 
 
 def report(res: Mapping[str, Any]) -> str:
     """A human-readable table of ``res``."""
     torch_note = res["torch"] or "not installed (torch columns skipped)"
-    lines = [f"providers: {res['providers']}; threads: {res['threads']}; torch: {torch_note}"]
+    lines = [f"providers: {res['providers']}; threads: {res['threads']}; torch: {torch_note}; "
+             f"load average {res['loadavg_start'][0]:.2f} -> {res['loadavg_end'][0]:.2f}"]
     head = f"{'':28}{'ours ORT':>10}{'ours NumPy':>12}{'torch':>10}{'torch->ORT':>12}"
     for name in MODELS:
         if f"{name}_train_ort_ms" not in res:
@@ -252,6 +269,9 @@ def report(res: Mapping[str, Any]) -> str:
             lines.append(f"{label:28}" + "".join(
                 f"{c:>{w}.3f}" if c is not None else f"{'-':>{w}}"
                 for c, w in zip(cells, (10, 12, 10, 12), strict=True)))
+        lines.append("train step min (ms) / spread: " + ", ".join(
+            f"{k} {res[f'{name}_train_{k}_min_ms']:.3f} / {res[f'{name}_train_{k}_spread']:.0%}"
+            for k in ("ort", "numpy", "torch") if f"{name}_train_{k}_min_ms" in res))
         sp = res.get(f"{name}_train_speedup_vs_torch")
         vs_np = res[f"{name}_train_speedup_ort_vs_numpy"]
         lines.append(f"train step speedup of ours (ORT): vs torch "

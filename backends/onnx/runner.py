@@ -334,11 +334,16 @@ class OrtRunner:
         providers: None (CUDA if it really works, else CPU), "cpu", "cuda" or an ORT list.
         optimization: "all", "extended", "basic" or "disable".
         intra_op_threads: threads per op (None: ORT's default).
+        session_options: extra session settings: a key naming a ``SessionOptions`` attribute
+            sets it (``{"enable_profiling": True, "profile_file_prefix": "/tmp/p"}``), a dotted
+            key is a session config entry (``{"session.intra_op.allow_spinning": "0"}``).
     """
 
     def __init__(self, graph_or_model: Graph | ModelProto | str | os.PathLike[str], *,
                  providers: str | Sequence[Any] | None = None, optimization: str = "all",
-                 intra_op_threads: int | None = None, **export_options: Any) -> None:
+                 intra_op_threads: int | None = None,
+                 session_options: Mapping[str, Any] | None = None,
+                 **export_options: Any) -> None:
         if optimization not in _LEVELS:
             raise OnnxError(f"unknown optimization {optimization!r}; use one of {list(_LEVELS)}")
         _quiet_ort()
@@ -384,6 +389,7 @@ class OrtRunner:
         so.graph_optimization_level = _LEVELS[optimization]
         if intra_op_threads is not None:
             so.intra_op_num_threads = intra_op_threads
+        _apply_session_options(so, session_options or {})
         try:
             self.session = ort.InferenceSession(source, so,
                                                 providers=resolve_providers(providers))
@@ -415,6 +421,21 @@ class OrtRunner:
         """An output array in the model's declared dtype (undoing the host exchange)."""
         want = self._user_dtypes.get(name)
         return arr.astype(want) if want is not None and arr.dtype != want else arr
+
+
+def _apply_session_options(so: Any, options: Mapping[str, Any]) -> None:
+    """Set attributes and config entries of ``so`` (see :class:`OrtRunner`)."""
+    for key, value in options.items():
+        if "." in key:
+            so.add_session_config_entry(key, str(value))
+        elif key.startswith("_") or not hasattr(so, key):
+            raise OnnxError(f"unknown session option {key!r}: not an attribute of "
+                            "onnxruntime.SessionOptions nor a dotted config entry")
+        else:
+            try:
+                setattr(so, key, value)
+            except (TypeError, AttributeError) as e:
+                raise OnnxError(f"session option {key!r} = {value!r} rejected: {e}") from None
 
 
 def run_onnxruntime(graph: Graph | ModelProto, inputs: Mapping[str, Any] | None = None,

@@ -126,12 +126,14 @@ def _gelu_vjp(g: Value, out: Value, x: Value, *, approximate: str) -> Grads:
 
     x2 = ops.mul(x, x)
     if approximate == "tanh":
-        # y = x/2 (1 + t), t = tanh(u), u = c (x + a x^3):
-        # dy = [(1 + t)/2 + x/2 (1 - t^2) c (1 + 3 a x^2)] dx
-        t = ops.tanh(ops.mul(c(_GELU_C), ops.add(x, ops.mul(c(_GELU_A), ops.mul(x2, x)))))
-        du = ops.mul(c(_GELU_C), ops.add(c(1.0), ops.mul(c(3 * _GELU_A), x2)))
-        dt = ops.mul(ops.mul(c(0.5), x), ops.mul(ops.sub(c(1.0), ops.mul(t, t)), du))
-        slope = ops.add(ops.mul(c(0.5), ops.add(c(1.0), t)), dt)
+        # y = x/2 (1 + t), t = tanh(u), u = x (c + c a x^2):
+        # dy = [(1 + t)/2 + q (1 - t^2)] dx with q = x (c/2 + 3 c a x^2 / 2),
+        # arranged as 1/2 + q + t (1/2 - q t): 14 full-size passes instead of 18 (the backward
+        # of every GPT MLP runs it over N x T x 4d elements)
+        ca = _GELU_C * _GELU_A
+        t = ops.tanh(ops.mul(x, ops.add(ops.mul(x2, c(ca)), c(_GELU_C))))
+        q = ops.mul(x, ops.add(ops.mul(x2, c(1.5 * ca)), c(0.5 * _GELU_C)))
+        slope = ops.add(ops.add(ops.mul(t, ops.sub(c(0.5), ops.mul(q, t))), q), c(0.5))
     else:
         # d x Phi(x) = [Phi(x) + x phi(x)] dx, Phi = (1 + erf(x/√2))/2, phi = e^(-x²/2)/√(2π)
         cdf = ops.mul(c(0.5), ops.add(c(1.0), ops.erf(ops.mul(x, c(1 / math.sqrt(2.0))))))
