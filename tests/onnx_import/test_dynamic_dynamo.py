@@ -11,7 +11,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("onnxscript")  # the dynamo exporter needs it
 
-from .hf_exports import check_dynamic, export, seq_axis_dynamic  # noqa: E402
+from .hf_exports import check_dynamic, export, seq_axis_dynamic
 
 
 @pytest.mark.parametrize("family", ["gpt2", "bert", "whisper_encoder", "vit"])

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from .hf_exports import check_dynamic, export, seq_axis_dynamic  # noqa: E402
+from .hf_exports import check_dynamic, export, seq_axis_dynamic
 
 
 @pytest.mark.parametrize("family", ["gpt2", "bert", "t5_encoder", "t5", "whisper_encoder",

@@ -11,7 +11,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("onnxscript")  # the dynamo exporter needs it
 
-from .hf_exports import check_dynamic, export  # noqa: E402
+from .hf_exports import check_dynamic, export
 
 
 def test_t5_encoder_dynamo_export_imports_and_matches_ort(tmp_path: Path) -> None:
