@@ -136,54 +136,11 @@ class NodeCtx:
                                    "import time)", needs=self.imp.input_ancestors(name))
         return arr
 
-    def shape_operand(self, i: int, x: Value, what: str) -> list[int]:
-        """A shape operand for ``x``; entries that are symbolic dims equal to ``x``'s dim at
-        the same position become 0 (copy) and a single other symbolic entry becomes -1."""
-        sym = self.imp.symbolic.get(self.proto.input[i]) if self.has(i) else None
-        if sym is None:
-            vals = self.ints(i, what)
-            if vals is None:
-                raise self.error(f"{what} input is required")
-            return vals
-        out: list[int] = []
-        for k, d in enumerate(sym.reshape(-1)):
-            if isinstance(d, str):
-                out.append(0 if k < x.ndim and x.shape[k] == d else -1)
-            else:
-                out.append(int(d))
-        if out.count(-1) > 1:
-            raise self.unsupported(f"{what} {sym.tolist()} has symbolic dims that cannot be "
-                                   f"matched to the input {x.type}")
-        return out
-
     def symbolic(self, i: int) -> list[Any] | None:
         """Input ``i`` as a shape value with symbolic dims (ints and dim names), or None."""
         sym = self.imp.symbolic.get(self.proto.input[i]) if self.has(i) else None
         return None if sym is None else [d if isinstance(d, str) else int(d)
                                          for d in sym.reshape(-1)]
-
-    def tensor_of_shape(self, dims: Sequence[Any]) -> Value:
-        """Some tensor whose shape is ``dims`` (ints and symbolic dims), built by slicing a
-        value that has each symbolic dim; for ops that need a shape, not data."""
-        r = len(dims)
-        like: Value | None = None
-        for k, d in enumerate(dims):
-            if not isinstance(d, str):
-                continue
-            src = self.imp.dim_source(d)
-            if src is None:
-                raise self.unsupported(f"no tensor has the symbolic dim {d!r}")
-            v, axis = src
-            others = [a for a in range(v.ndim) if a != axis]
-            if others:
-                v = self.emit(ops_mod().slice_, v, starts=[0] * len(others),
-                              ends=[1] * len(others), axes=others, steps=None)
-            t = self.emit(ops_mod().reshape, v, shape=[-1 if a == k else 1 for a in range(r)])
-            like = t if like is None else self.emit(ops_mod().broadcast_like, like, t)
-        static = [d if isinstance(d, int) else 1 for d in dims]
-        if like is None:
-            return self.constant(np.zeros(static, dtype=np.bool_))
-        return self.emit(ops_mod().expand, like, shape=static)
 
     def ints(self, i: int, what: str) -> list[int] | None:
         """A constant integer operand as a list (None if absent)."""

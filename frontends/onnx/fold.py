@@ -9,12 +9,13 @@ static reshapes, and it also removes constant subgraphs made of ops the importer
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+
+from lbdl_graph.dimexpr import canonical, dim_add, dim_div, dim_mul, dim_prod, dim_sub, dims_equal
 
 from .context import NodeCtx
 from .loader import ONNX_DTYPES
@@ -103,35 +104,50 @@ def type_proto(imp: Importer, name: str) -> onnx.TypeProto | None:
         return None
 
 
-_SYMBOLIC_OPS = ("Shape", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Cast", "Identity",
-                 "Mul", "Add", "Sub", "Div")
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SYMBOLIC_OPS = ("Shape", "Size", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Cast",
+                 "Identity", "Mul", "Add", "Sub", "Div", "Equal", "Where", "Max", "Min", "Neg",
+                 "ReduceProd", "Reshape", "Expand", "ConstantOfShape")
+_INT = (int, np.integer)
 
 
-def _term(d: Any) -> str:
-    return str(d) if isinstance(d, int | np.integer) or _NAME.match(str(d)) else f"({d})"
+def _is_int(d: Any) -> bool:
+    return isinstance(d, _INT) and not isinstance(d, bool | np.bool_)
 
 
 def _dim_arith(op: str, a: Any, b: Any) -> Any:
-    """One dim of a shape computation; symbolic results are written as the IR's shape rules
-    write them (``batch*4``, ``seq+1``) so that they can match the IR's dims."""
-    if isinstance(a, int | np.integer) and isinstance(b, int | np.integer):
+    """One dim of a shape computation, in the canonical form of :mod:`lbdl_graph.dimexpr`."""
+    if _is_int(a) and _is_int(b):
         a, b = int(a), int(b)
-        return {"Mul": a * b, "Add": a + b, "Sub": a - b, "Div": int(a / b) if b else 0}[op]
-    if op == "Mul":
-        if 1 in (a, b):
-            return b if a == 1 else a
-        syms = sorted(_term(d) for d in (a, b) if not isinstance(d, int | np.integer))
-        const = [str(int(d)) for d in (a, b) if isinstance(d, int | np.integer)]
-        return "*".join(syms + const)
-    if op == "Add" and isinstance(b, int | np.integer):
-        return a if b == 0 else f"{_term(a)}+{int(b)}"
-    if op == "Sub" and isinstance(b, int | np.integer):
-        return a if b == 0 else f"{_term(a)}-{int(b)}"
-    if op == "Div" and b == 1:
-        return a
-    sign = {"Add": "+", "Sub": "-", "Div": "//"}[op]
-    return f"{_term(a)}{sign}{_term(b)}"
+        if op == "Div":
+            if b == 0:
+                raise ZeroDivisionError
+            return int(a / b)
+        return {"Mul": a * b, "Add": a + b, "Sub": a - b, "Max": max(a, b),
+                "Min": min(a, b)}[op]
+    if op == "Max" or op == "Min":
+        if dims_equal(a, b):
+            return canonical(a)
+        # a symbolic dim is at least 1: max(d, 1) = d and min(d, 1) = 1 (also for 0 and <0)
+        other = b if _is_int(b) else a if _is_int(a) else None
+        if other is None or int(other) > 1:
+            raise ValueError("undecidable")
+        sym = a if other is b else b
+        return canonical(sym) if op == "Max" else int(other)
+    fn = {"Mul": dim_mul, "Add": dim_add, "Sub": dim_sub, "Div": dim_div}[op]
+    return fn(a if not _is_int(a) else int(a), b if not _is_int(b) else int(b))
+
+
+def _dim_equal(a: Any, b: Any) -> bool:
+    """Equality of two dims; a symbolic dim never equals a negative constant. Raises
+    ValueError when it depends on the run-time sizes."""
+    if _is_int(a) and _is_int(b):
+        return int(a) == int(b)
+    if dims_equal(a, b):
+        return True
+    c = a if _is_int(a) else b if _is_int(b) else None
+    if c is not None and int(c) < 0:
+        return False
+    raise ValueError("undecidable")
 
 
 def fold_symbolic(imp: Importer, n: NodeCtx) -> bool:
@@ -142,15 +158,28 @@ def fold_symbolic(imp: Importer, n: NodeCtx) -> bool:
     if p.domain not in DEFAULT_DOMAINS or p.op_type not in _SYMBOLIC_OPS:
         return False
     ins = [p.input[i] if i < len(p.input) else "" for i in range(max(len(p.input), 1))]
-    if p.op_type == "Shape":
+    if p.op_type in ("Shape", "Size"):
         v = imp.values.get(ins[0])
-        if v is None:
+        src = imp.symbolic.get(ins[0])
+        if v is None and src is None:
             return False
-        dims = np.empty(len(v.shape), dtype=object)
-        dims[:] = list(v.shape)
+        shape = list(v.shape) if v is not None else list(np.asarray(src).shape)
+        if p.op_type == "Size":
+            size = dim_prod(shape)
+            if isinstance(size, int):
+                imp.known[p.output[0]] = np.asarray(size, dtype=np.int64)
+            else:
+                imp.symbolic[p.output[0]] = np.asarray(size, dtype=object)
+            return True
+        dims = np.empty(len(shape), dtype=object)
+        dims[:] = [canonical(d) for d in shape]
         r = len(dims)
         start, end = n.attr("start", 0), n.attr("end", r)
-        imp.symbolic[p.output[0]] = dims[slice(start, end)]
+        out = dims[slice(start, end)]
+        if all(_is_int(d) for d in out):
+            imp.known[p.output[0]] = out.astype(np.int64)
+        else:
+            imp.symbolic[p.output[0]] = out
         return True
     if not any(i in imp.symbolic for i in ins if i):
         return False
@@ -164,14 +193,41 @@ def fold_symbolic(imp: Importer, n: NodeCtx) -> bool:
         arrays.append(a)
     x = arrays[0]
     try:
+        if p.op_type == "Cast" and n.attr("to") not in (6, 7):  # only int32/int64 stay dims
+            return False
         if p.op_type in ("Cast", "Identity"):
             out = x
-        elif p.op_type in ("Mul", "Add", "Sub", "Div"):
+        elif p.op_type in ("Mul", "Add", "Sub", "Div", "Max", "Min"):
+            if len(arrays) != 2:
+                return False
             fn = np.frompyfunc(lambda a, b: _dim_arith(p.op_type, a, b), 2, 1)
             out = fn(np.asarray(x, dtype=object), np.asarray(arrays[1], dtype=object))
+        elif p.op_type == "Neg":
+            out = np.frompyfunc(lambda a: _dim_arith("Sub", 0, a), 1, 1)(
+                np.asarray(x, dtype=object))
+        elif p.op_type == "Equal":
+            eq = np.frompyfunc(_dim_equal, 2, 1)
+            res = eq(np.asarray(x, dtype=object), np.asarray(arrays[1], dtype=object))
+            imp.known[p.output[0]] = np.asarray(res, dtype=bool)
+            return True
+        elif p.op_type == "Where":
+            if x is None or x.dtype == object:
+                return False
+            out = np.where(np.asarray(x, dtype=bool), np.asarray(arrays[1], dtype=object),
+                           np.asarray(arrays[2], dtype=object))
+        elif p.op_type == "ReduceProd":
+            if x.ndim != 1 or (len(arrays) > 1 and arrays[1] is not None) or n.attr("axes"):
+                return False
+            out = np.asarray(dim_prod(list(x)), dtype=object)
+            if n.attr("keepdims", 1):
+                out = out.reshape(1)
+        elif p.op_type in ("Reshape", "Expand", "ConstantOfShape"):
+            return _fold_shape_layout(imp, n, arrays)
         elif p.op_type == "Concat":
             out = np.concatenate([np.asarray(a, dtype=object) for a in arrays], axis=n.attr("axis"))
         elif p.op_type == "Gather":
+            if np.asarray(arrays[1]).dtype == object:
+                return False
             out = np.take(x, np.asarray(arrays[1], dtype=np.int64), axis=n.attr("axis", 0))
         elif p.op_type == "Unsqueeze":
             axes = n.attr("axes") or [int(a) for a in np.asarray(arrays[1]).reshape(-1)]
@@ -191,9 +247,37 @@ def fold_symbolic(imp: Importer, n: NodeCtx) -> bool:
             out = x[slice(starts, ends, steps)]
     except Exception:
         return False
+    _store(imp, p.output[0], out)
+    return True
+
+
+def _store(imp: Importer, name: str, out: Any) -> None:
     out = np.asarray(out, dtype=object)
-    if all(isinstance(d, int | np.integer) for d in out.reshape(-1)):
-        imp.known[p.output[0]] = out.astype(np.int64)
+    out = np.frompyfunc(lambda d: int(d) if _is_int(d) else canonical(d), 1, 1)(out) \
+        if out.size else out
+    out = np.asarray(out, dtype=object)
+    if all(_is_int(d) for d in out.reshape(-1)):
+        imp.known[name] = out.astype(np.int64)
     else:
-        imp.symbolic[p.output[0]] = out
+        imp.symbolic[name] = out
+
+
+def _fold_shape_layout(imp: Importer, n: NodeCtx, arrays: list[Any]) -> bool:
+    """Reshape / Expand of a small shape value, or ConstantOfShape with a symbolic count,
+    folded as shape data (the legacy exporter builds index vectors that way)."""
+    p = n.proto
+    x = np.asarray(arrays[0], dtype=object)
+    if p.op_type == "ConstantOfShape":
+        return False  # a symbolic element count: a real tensor (ops_dynamic)
+    if len(arrays) < 2 or arrays[1] is None or np.asarray(arrays[1]).dtype == object:
+        return False
+    if x.dtype != object or x.size > 64:
+        return False
+    shape = [int(v) for v in np.asarray(arrays[1]).reshape(-1)]
+    if p.op_type == "Reshape":
+        out = x.reshape([x.shape[i] if t == 0 and not n.attr("allowzero", 0) else t
+                         for i, t in enumerate(shape)])
+    else:
+        out = np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(shape))).copy()
+    _store(imp, p.output[0], out)
     return True

@@ -27,6 +27,7 @@ from lbdl_graph.errors import DTypeError, LbdlError, OnnxError, ResourceError
 from lbdl_graph.graph import Graph, Value
 
 from . import (  # noqa: F401  (registers the handlers)
+    ops_dynamic,
     ops_elementwise,
     ops_nn,
     ops_pool,
@@ -92,6 +93,8 @@ class Importer:
         self._expansions = 0
         self._counters: dict[str, int] = {}
         self._inherited: dict[int, tuple[str, str]] = {}  # function-body node -> parent's tags
+        self.dim_tensors: dict[Any, Value] = {}  # dim expression -> its run-time [1] tensor
+        self.current: NodeCtx | None = None  # the node being converted
 
     # ---- names ----
     def fresh(self, base: str) -> str:
@@ -135,9 +138,11 @@ class Importer:
             scope, origin = self.provenance(prod) if prod is not None else ("", "")
             v = self.b.add_node(ops.constant, [], {"value": arr}, name=f"const/{name}",
                                 output_names=[self.claim(name)], scope=scope, origin=origin)[0]
-        elif name in self.symbolic:
-            raise OnnxFeatureError(f"the shape value '{name}' = {self.symbolic[name].tolist()} "
-                                   "depends on symbolic dims and is used as a tensor")
+        elif name in self.symbolic:  # a shape value with symbolic dims, used as a tensor
+            if self.current is None:
+                raise OnnxFeatureError(f"the shape value '{name}' = "
+                                       f"{self.symbolic[name].tolist()} depends on symbolic dims")
+            v = ops_dynamic.materialize(self.current, self.symbolic[name])
         else:
             later = [n.name or n.op_type for n in self.model.graph.node if name in n.output]
             if later:
@@ -240,6 +245,7 @@ class Importer:
             key = (proto.op_type if proto.domain in DEFAULT_DOMAINS
                    else f"{proto.domain}::{proto.op_type}")
             n = NodeCtx(self, proto, index, parse_attributes(proto, self.src))
+            self.current = n
             if any(i in poisoned for i in proto.input if i):
                 if key not in HANDLERS and not has_function_body(proto, self.opset):
                     count, first = bad_ops.get(key, (0, n.name))

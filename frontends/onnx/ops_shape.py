@@ -1,8 +1,9 @@
 """ONNX shape, layout, indexing and constant-producing ops.
 
 Operands that our ops take as attributes (Reshape's shape, Slice's starts, Pad's pads, ...)
-must be known at import time; constant-producing ops (Constant, ConstantOfShape, Range, Shape
-of static tensors) usually fold away before reaching these handlers.
+must be known at import time; constant-producing ops (Constant, Shape of static tensors) usually
+fold away before reaching these handlers. Reshape, Expand, Slice, Range, ConstantOfShape, Shape
+and Size, whose operands may depend on symbolic dims, are in :mod:`.ops_dynamic`.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from typing import Any
 import numpy as np
 
 from lbdl_graph import ops
+from lbdl_graph.dimexpr import dim_prod
 from lbdl_graph.graph import Value
 from lbdl_graph.shapes import normalize_axis
 
 from .context import NodeCtx, handles
-from .loader import numpy_dtype_of, onnx_dtype
+from .loader import onnx_dtype
+from .ops_dynamic import materialize
 
 INT_MAX = 2**63 - 1
 
@@ -45,17 +48,6 @@ def constant_value(n: NodeCtx) -> np.ndarray:
 @handles("Constant")
 def _constant(n: NodeCtx) -> Value:
     return n.emit(ops.constant, value=constant_value(n), out=0)
-
-
-@handles("Reshape")
-def _reshape(n: NodeCtx) -> Value:
-    x = n.x(0)
-    shape = n.shape_operand(1, x, "shape")
-    if n.attr("allowzero", 0) and 0 in shape and x.type.numel == 0:
-        return n.constant(np.zeros(shape, dtype=x.dtype.numpy), x.dtype)  # an empty tensor
-    if n.attr("allowzero", 0) and 0 in shape:
-        raise n.unsupported("Reshape with allowzero=1 and a 0 in the target shape")
-    return n.emit(ops.reshape, x, shape=shape, out=0)
 
 
 @handles("Flatten")
@@ -123,16 +115,6 @@ def _split(n: NodeCtx) -> Any:
     return outs if isinstance(outs, tuple) else (outs,)
 
 
-@handles("Slice")
-def _slice(n: NodeCtx) -> Value:
-    starts, ends = n.ints(1, "starts"), n.ints(2, "ends")
-    axes, steps = n.ints(3, "axes"), n.ints(4, "steps")
-    clamp = [max(min(v, INT_MAX), -INT_MAX) for v in (starts or [])]
-    return n.emit(ops.slice_, n.x(0), starts=clamp,
-                  ends=[max(min(v, INT_MAX), -INT_MAX) for v in (ends or [])],
-                  axes=axes, steps=steps, out=0)
-
-
 @handles("Gather")
 def _gather(n: NodeCtx) -> Value:
     return n.emit(ops.gather, n.x(0), n.x(1), axis=n.attr("axis", 0), out=0)
@@ -163,27 +145,27 @@ def _gather_nd(n: NodeCtx) -> Value:
     k = idx.shape[-1] if idx.ndim else None
     if not isinstance(k, int) or k > data.ndim:
         raise n.error(f"last dim of indices {idx.type} must be a static int <= rank of data")
-    dims = data.shape[:k]
-    if not all(isinstance(d, int) for d in dims):
-        raise n.unsupported(f"GatherND needs static leading dims of data, got {data.type}")
-    strides = [int(math.prod(dims[i + 1:])) for i in range(k)]
+    dims = list(data.shape[:k])
+    strides = [dim_prod(dims[i + 1:]) for i in range(k)]
+    rest = list(data.shape[k:])
+    if all(isinstance(d, int) for d in [*dims, *strides]):
+        dims_v = n.constant(dims, idx.dtype)
+        strides_v = n.constant(strides, idx.dtype)
+    else:  # symbolic leading dims: the strides are computed at run time
+        dims_v = materialize(n, np.asarray(dims, dtype=object), idx.dtype.numpy)
+        strides_v = materialize(n, np.asarray(strides, dtype=object), idx.dtype.numpy)
     neg = n.emit(ops.less, idx, n.scalar(0, idx))
-    fixed = n.emit(ops.where, neg, n.emit(ops.add, idx, n.constant(dims, idx.dtype)), idx)
-    flat = n.emit(ops.reduce_sum, n.emit(ops.mul, fixed, n.constant(strides, idx.dtype)),
-                  axes=(-1,), keepdims=False)
-    rest = [d if isinstance(d, int) else -1 for d in data.shape[k:]]
-    if rest.count(-1) > 1:
-        raise n.unsupported(f"GatherND needs at most one symbolic trailing dim, got {data.type}")
-    table = n.emit(ops.reshape, data, shape=(int(math.prod(dims)), *rest))
+    fixed = n.emit(ops.where, neg, n.emit(ops.add, idx, dims_v), idx)
+    flat = n.emit(ops.reduce_sum, n.emit(ops.mul, fixed, strides_v), axes=(-1,), keepdims=False)
+    lead = dim_prod(dims)
+    target = [d if isinstance(d, int) else -1 for d in rest]
+    if isinstance(lead, int) and target.count(-1) <= 1:
+        table = n.emit(ops.reshape, data, shape=(lead, *target))
+    else:
+        shape = np.asarray([lead, *rest], dtype=object)
+        table = n.emit(ops.dynamic_reshape, data, materialize(n, shape), dims=(lead, *rest),
+                       allowzero=False)
     return n.emit(ops.gather, table, flat, axis=0, out=0)
-
-
-@handles("Expand")
-def _expand(n: NodeCtx) -> Value:
-    sym = n.symbolic(1)
-    if sym is not None:  # a target with symbolic dims: broadcast against a tensor of that shape
-        return n.emit(ops.broadcast_like, n.x(0), n.tensor_of_shape(sym), out=0)
-    return n.emit(ops.expand, n.x(0), shape=n.ints(1, "shape"), out=0)
 
 
 @handles("Tile")
@@ -215,44 +197,6 @@ def _pad(n: NodeCtx) -> Value:
         x = n.emit(ops.slice_, x, starts=starts, ends=ends, axes=list(range(r)), steps=None)
         pads = [max(p, 0) for p in pads]
     return n.emit(ops.pad, x, pads=pads, mode=mode, value=value or 0.0, out=0)
-
-
-@handles("Shape", "Size")
-def _shape(n: NodeCtx) -> Value:
-    raise n.unsupported(f"{n.op_type} of a tensor with symbolic dims ({n.x(0).type}): "
-                        "dynamic shapes are not supported")
-
-
-@handles("ConstantOfShape")
-def _constant_of_shape(n: NodeCtx) -> Value:
-    value = n.attr("value")
-    fill = np.asarray(value).reshape(-1)[:1] if value is not None else np.zeros(1, np.float32)
-    sym = n.symbolic(0)
-    if sym is not None:  # symbolic dims: fill a tensor of that shape
-        dt = numpy_dtype_of(fill, "ConstantOfShape value")
-        return n.emit(ops.full_like, n.tensor_of_shape(sym), value=float(fill[0]), dtype=dt,
-                      out=0)
-    shape = n.ints(0, "shape")
-    return n.constant(np.full(shape, fill[0], dtype=fill.dtype))
-
-
-@handles("Range")
-def _range(n: NodeCtx) -> Value:
-    sym = n.symbolic(1)
-    if sym is not None and len(sym) == 1 and isinstance(sym[0], str):
-        # Range(start, L, delta) with a symbolic L: start + delta * (0, 1, ..., L-1)
-        start, delta = n.const(0, "start"), n.const(2, "delta")
-        assert start is not None and delta is not None
-        if int(start) != 0 or int(delta) != 1:
-            raise n.unsupported(f"Range with a symbolic limit and start={start}, delta={delta}")
-        idx = n.emit(ops.iota_like, n.tensor_of_shape(sym), axis=0)
-        dt = numpy_dtype_of(np.asarray(start), "Range start")
-        return n.emit(ops.cast, idx, to=dt, out=0)
-    start, limit, delta = (n.const(i, w) for i, w in enumerate(("start", "limit", "delta")))
-    assert start is not None and limit is not None and delta is not None
-    # the stubs want scalars; np.arange takes these one-element arrays as well
-    return n.constant(np.arange(start, limit, delta,  # type: ignore[call-overload]
-                                dtype=np.asarray(start).dtype))
 
 
 @handles("EyeLike")

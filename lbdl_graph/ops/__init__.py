@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..opdef import OPS, OpDef
 from .collective import all_reduce
+from .dynamic import dynamic_expand, dynamic_range, dynamic_reshape, dynamic_slice, shape_of
 from .elementwise import (
     abs_,
     add,
@@ -120,7 +121,11 @@ __all__ = [
     "dequantize_linear",
     "div",
     "dropout",
+    "dynamic_expand",
     "dynamic_quant_matmul",
+    "dynamic_range",
+    "dynamic_reshape",
+    "dynamic_slice",
     "equal",
     "erf",
     "exp",
@@ -172,6 +177,7 @@ __all__ = [
     "round_",
     "scatter_elements",
     "scatter_nd",
+    "shape_of",
     "sigmoid",
     "sign",
     "sin",
