@@ -19,10 +19,10 @@ facts is held out: neither model sees their question or answer in training.
    closed-book (the baseline: it cannot know unseen facts) and once from the embedder's top-2
    passages.
 
-Measured (seed 0, 25 s at 1 thread on a busy machine): retrieval recall@1 / @3 on 48
-held-out questions: random 0.000 / 0.000, TF-IDF 0.167 / 0.708, trained embedder 0.979 /
-1.000. Answer accuracy: closed book 0.021, retrieved top-2 passages 0.688, oracle passage
-0.854.
+Measured (seed 0; 25 s wall on two shared cores, 120 s pinned to one core at load average
+6): retrieval recall@1 / @3 on 48 held-out questions: random 0.000 / 0.000, TF-IDF 0.167 /
+0.708, trained embedder 0.979 / 1.000. Answer accuracy: closed book 0.021, retrieved top-2
+passages 0.688, oracle passage 0.854.
 
     python examples/rag.py
 """
