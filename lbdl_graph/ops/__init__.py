@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..opdef import OPS, OpDef
+from .control import if_, loop, scan
 from .elementwise import (
     abs_,
     add,
@@ -133,6 +134,7 @@ __all__ = [
     "greater",
     "greater_equal",
     "identity",
+    "if_",
     "iota_like",
     "isnan",
     "layer_norm",
@@ -145,6 +147,7 @@ __all__ = [
     "logical_and",
     "logical_not",
     "logical_or",
+    "loop",
     "matmul",
     "matmul_nbits",
     "max_pool",
@@ -166,6 +169,7 @@ __all__ = [
     "relu",
     "reshape",
     "round_",
+    "scan",
     "scatter_elements",
     "scatter_nd",
     "sigmoid",

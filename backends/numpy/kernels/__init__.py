@@ -18,6 +18,16 @@ Kernel = Callable[..., Any]
 KERNELS: OpTable[Kernel] = OpTable("numpy")
 
 # Importing the modules registers their kernels.
-from . import elementwise, fused, fused_program, nn, quant, random, reduce, shape  # noqa: E402, F401
+from . import (  # noqa: E402, F401
+    control,
+    elementwise,
+    fused,
+    fused_program,
+    nn,
+    quant,
+    random,
+    reduce,
+    shape,
+)
 
 __all__ = ["KERNELS", "Kernel", "np"]
