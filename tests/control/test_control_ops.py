@@ -256,3 +256,17 @@ def test_bad_bodies_raise_typed_errors_naming_the_node() -> None:
     with pytest.raises(LbdlError, match="body body: graph output %h0") as e2:
         verify(bad)
     assert e2.value.node == node.name
+
+
+def test_onnx_round_trip_imports_the_bodies() -> None:
+    from lbdl_graph.frontends.onnx import import_onnx
+
+    rng = np.random.default_rng(5)
+    for g, feeds in ((_rnn(), {"h0": rng.normal(size=(2, 4)).astype(np.float32),
+                               "xs": rng.normal(size=(5, 2, 3)).astype(np.float32)}),
+                     (_loop(), {"x0": np.array([0.5, -1.0, 2.0], np.float32)}),
+                     (_if(), {"p": np.array([False]), "x": np.array([1.0, 2.0], np.float32)})):
+        back = import_onnx(to_onnx(g))
+        want, got = run(g, feeds), run(back, feeds)
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-6, atol=1e-6)
