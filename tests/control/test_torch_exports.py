@@ -20,7 +20,7 @@ class _LoopIf(torch.nn.Module):  # type: ignore[misc]
         h = torch.zeros_like(x[0])
         for i in range(x.shape[0]):
             h = torch.tanh(h + x[i])
-        if h.sum() > 0:
+        if h.sum() > 0:  # noqa: SIM108 (torch.jit.script turns this if into ONNX If)
             h = h * 2
         else:
             h = h - 1
