@@ -43,12 +43,13 @@ class _Required:
 
 REQUIRED: Any = _Required()
 
-_KINDS = ("int", "float", "bool", "str", "ints", "floats", "dtype", "tensor", "any")
+_KINDS = ("int", "float", "bool", "str", "ints", "floats", "dtype", "tensor", "graph", "any")
 
 
 @dataclass(frozen=True, slots=True)
 class Attr:
-    """An attribute: name, kind (one of int, float, bool, str, ints, floats, dtype, tensor, any),
+    """An attribute: name, kind (one of int, float, bool, str, ints, floats, dtype, tensor,
+    graph (a nested :class:`~lbdl_graph.graph.Graph`, the body of a control-flow op), any),
     default (REQUIRED if none) and whether None is allowed."""
 
     name: str
@@ -95,6 +96,12 @@ class Attr:
                 arr = np.array(value, copy=True)
                 arr.flags.writeable = False
                 return arr
+            if k == "graph":
+                from .graph import Graph
+
+                if not isinstance(value, Graph):
+                    raise TypeError
+                return value
             return value
         except LbdlError:
             raise

@@ -12,7 +12,10 @@
 
 Inputs and parameters keep their names; node outputs are numbered in order. Attributes are
 Python literals in brackets, dtypes print by short name (``f32``), tensors as
-``tensor(f32[2], [1.0, 2.0])``. ``parse_graph(print_graph(g))`` rebuilds the graph.
+``tensor(f32[2], [1.0, 2.0])``. A node holding nested graphs (the bodies of ``if``, ``loop``
+and ``scan``) ends with ``{`` and lists them, indented, as ``then_branch = graph ...:`` blocks
+up to a closing ``}``; each body numbers its own values. ``parse_graph(print_graph(g))``
+rebuilds the graph.
 """
 
 from __future__ import annotations
@@ -100,9 +103,13 @@ def print_graph(
         lines.append(f"  {'param' if p.trainable else 'buffer'} {ref(p.value)}: {p.value.type}")
     for n in graph.nodes:
         outs = ", ".join(f"{ref(v)}: {v.type}" for v in n.outputs)
-        attrs = ", ".join(f"{k}={format_attr(a, max_elems=max_elems)}" for k, a in n.attrs.items())
+        bodies = {k: a for k, a in n.attrs.items() if isinstance(a, Graph)}
+        attrs = ", ".join(f"{k}={format_attr(a, max_elems=max_elems)}" for k, a in n.attrs.items()
+                          if k not in bodies)
         line = f"  {outs} = {n.op.name}{f'[{attrs}]' if attrs else ''}"
         line += "(" + ", ".join(ref(v) for v in n.inputs) + ")"
+        if bodies:
+            line += " {"
         notes = []
         if show_names:
             notes.append(n.name)
@@ -114,6 +121,14 @@ def print_graph(
         if notes:
             line += "  # " + " ".join(notes)
         lines.append(line)
+        for k, sub in bodies.items():  # nested blocks, jaxpr-like: `key = graph ...:` ... `}`
+            text = print_graph(sub, keep_names=keep_names, show_names=show_names,
+                               show_source=show_source, show_scopes=show_scopes,
+                               max_elems=max_elems).splitlines()
+            lines.append(f"    {k} = {text[0]}")
+            lines.extend(f"    {t}" for t in text[1:])
+        if bodies:
+            lines.append("  }")
     lines.append("  return " + ", ".join(ref(v) for v in graph.outputs))
     return "\n".join(lines) + "\n"
 
@@ -295,19 +310,61 @@ def parse_graph(text: str, params: Mapping[str, np.ndarray] | None = None) -> Gr
     """Parse the printed form back into a verified Graph.
 
     Parameter data comes from ``params`` (by name) or is zero-filled. Errors are
-    :class:`~lbdl_graph.errors.ParseError` naming the line.
+    :class:`~lbdl_graph.errors.ParseError` naming the line. Control-flow bodies are nested
+    blocks (``body = graph ...:`` indented under the node, closed by ``}``).
     """
-    from .builder import GraphBuilder
-
     params = dict(params or {})
     stripped = [(i + 1, _strip_comment(raw)) for i, raw in enumerate(text.splitlines())]
     lines = [(no, code, note) for no, (code, note) in stripped if code.strip()]
     if not lines:
         raise ParseError("empty graph text")
+    graph = _parse_lines(lines, params)
+    if params:
+        raise ParseError(f"data given for unknown parameter(s) {sorted(params)}")
+    return graph
+
+
+_Line = tuple[int, str, str]
+
+
+def _indent(code: str) -> int:
+    return len(code) - len(code.lstrip())
+
+
+def _split_bodies(lines: list[_Line], start: int) -> tuple[dict[str, list[_Line]], int]:
+    """The nested graphs of the node at ``lines[start]`` (which ends with ``{``) and the index
+    of the line after its closing ``}``."""
+    base = _indent(lines[start][1])
+    bodies: dict[str, list[_Line]] = {}
+    current: list[_Line] | None = None
+    i = start + 1
+    while i < len(lines):
+        no, code, note = lines[i]
+        if code.strip() == "}" and _indent(code) == base:
+            return bodies, i + 1
+        m = re.fullmatch(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(graph\s.*)", code)
+        if m and _indent(code) == base + 2:
+            current = bodies.setdefault(m.group(1), [])
+            current.append((no, " " * (base + 2) + m.group(2), note))
+        elif current is None or _indent(code) <= base + 2:
+            raise ParseError(f"line {no}: expected 'name = graph ...' or '}}' in the block of "
+                             f"line {lines[start][0]}: {code.strip()}")
+        else:
+            current.append((no, code, note))
+        i += 1
+    raise ParseError(f"line {lines[start][0]}: the block opened here is not closed with '}}'")
+
+
+def _parse_lines(lines: list[_Line], params: dict[str, np.ndarray]) -> Graph:
+    from .builder import GraphBuilder
+
     env: dict[str, Value] = {}
     b: GraphBuilder | None = None
     outputs: list[Value] | None = None
-    for no, code, note in lines:
+    i = 0
+    while i < len(lines):
+        no, code, note = lines[i]
+        i += 1
         s = code.strip()
         try:
             if b is None:
@@ -333,6 +390,11 @@ def parse_graph(text: str, params: Mapping[str, np.ndarray] | None = None) -> Gr
                     raise ValueError(f"data for '{name}' is {env[name].type}, declared {t}")
             elif s.startswith("return"):
                 outputs = [env[_ref_name(r) or ""] for r in _split_top(s[len("return"):])]
+            elif s.endswith("{"):
+                blocks, i = _split_bodies(lines, i - 1)
+                bodies = {k: _parse_lines([(n, c[_indent(block[0][1]):], t) for n, c, t in block],
+                                          {}) for k, block in blocks.items()}
+                _parse_node(b, env, s[:-1].rstrip(), note, bodies)
             else:
                 _parse_node(b, env, s, note)
         except (ParseError, ResourceError):
@@ -348,15 +410,14 @@ def parse_graph(text: str, params: Mapping[str, np.ndarray] | None = None) -> Gr
             raise ParseError(f"line {no}: {e}: {s}") from None
     if b is None or outputs is None:
         raise ParseError("graph text has no 'return' line")
-    if params:
-        raise ParseError(f"data given for unknown parameter(s) {sorted(params)}")
     try:
         return b.build(outputs)
     except LbdlError as e:
         raise ParseError(f"parsed graph does not verify: {e}") from None
 
 
-def _parse_node(b: Any, env: dict[str, Value], s: str, note: str) -> None:
+def _parse_node(b: Any, env: dict[str, Value], s: str, note: str,
+                bodies: Mapping[str, Graph] | None = None) -> None:
     lhs, rhs = s.split(" = ", 1)
     binders = [_parse_binder(x) for x in _split_top(lhs)]
     m = re.match(r"([A-Za-z_][A-Za-z0-9_]*)", rhs)
@@ -374,6 +435,7 @@ def _parse_node(b: Any, env: dict[str, Value], s: str, note: str) -> None:
         except _AtColumn as e:  # column in the line: lhs, " = ", the op and "[" before it
             raise _AtColumn(str(e), len(lhs) + 3 + pos + 1 + e.col - 2) from None
         pos = end
+    attrs.update(bodies or {})
     if rhs[pos:pos + 1] != "(" or _match_bracket(rhs, pos) != len(rhs):
         raise ValueError("expected '(inputs)' at the end of the line")
     args = [_ref_name(a) for a in _split_top(rhs[pos + 1:-1])]

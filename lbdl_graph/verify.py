@@ -63,6 +63,7 @@ def verify(graph: Graph) -> Graph:
                 raise _fail(GraphError, f"input {i} (%{u.name}) is used before node "
                             f"'{producers[u].name}' defines it (nodes are out of order)", node)
             raise _fail(GraphError, f"input {i} (%{u.name}) is not defined in the graph", node)
+        _verify_bodies(node)
         _check_node_types(node)
         for v in node.outputs:
             define(v, f"node '{node.name}'", node)
@@ -74,6 +75,20 @@ def verify(graph: Graph) -> Graph:
             raise GraphError(f"graph output %{v.name} is not produced by any node, input or "
                              "parameter")
     return graph
+
+
+def _verify_bodies(node: Node) -> None:
+    """Verify the nested graphs a node holds (control-flow bodies); errors name the outer node
+    and the body attribute, then the inner node."""
+    for key, sub in node.attrs.items():
+        if not isinstance(sub, Graph):
+            continue
+        try:
+            verify(sub)
+        except LbdlError as e:
+            inner = f" at node '{e.node}'" if e.node else ""
+            raise type(e)(f"body {key}{inner}: {e.message}", node=node.name, op=node.op.name,
+                          source=node.source, hint=e.hint) from None
 
 
 def _check_node_types(node: Node) -> None:

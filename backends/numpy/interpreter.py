@@ -238,6 +238,22 @@ class Interpreter:
         copied = self._copied_outputs
         return {name: env[s].copy() if s in copied else env[s] for name, s in self._output_slots}
 
+    def run_positional(self, arrays: list[Any]) -> list[np.ndarray]:
+        """Run on inputs given in the graph's input order; outputs in order (a name may repeat,
+        as in a control-flow body that returns one value twice)."""
+        if len(arrays) != len(self._input_slots):
+            raise InputError(f"graph '{self.graph.name}' takes {len(self._input_slots)} inputs, "
+                             f"got {len(arrays)}")
+        env: list[Any] = [None] * self._nslots
+        for s, data in self._params_env:
+            env[s] = data
+        self._bind_inputs(env, {v.name: a for (v, _), a in zip(self._input_slots, arrays,
+                                                                 strict=True)})
+        with np.errstate(all="ignore"):
+            self._run_fast(env)
+        copied = self._copied_outputs
+        return [env[s].copy() if s in copied else env[s] for _, s in self._output_slots]
+
     def inplace_nodes(self) -> list[str]:
         """Names of the nodes planned to run in place (each still checks at run time)."""
         return [s.node.name for s in self._steps if s.inplace is not None]

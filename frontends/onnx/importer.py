@@ -27,6 +27,7 @@ from lbdl_graph.errors import DTypeError, LbdlError, OnnxError, ResourceError
 from lbdl_graph.graph import Graph, Value
 
 from . import (  # noqa: F401  (registers the handlers)
+    ops_control,
     ops_dynamic,
     ops_elementwise,
     ops_nn,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..opdef import OPS, OpDef
 from .collective import all_reduce
+from .control import if_, loop, scan
 from .dynamic import dynamic_expand, dynamic_range, dynamic_reshape, dynamic_slice, shape_of
 from .elementwise import (
     abs_,
@@ -141,6 +142,7 @@ __all__ = [
     "greater",
     "greater_equal",
     "identity",
+    "if_",
     "iota_like",
     "isnan",
     "kth_largest",
@@ -154,6 +156,7 @@ __all__ = [
     "logical_and",
     "logical_not",
     "logical_or",
+    "loop",
     "matmul",
     "matmul_nbits",
     "max_pool",
@@ -175,6 +178,7 @@ __all__ = [
     "relu",
     "reshape",
     "round_",
+    "scan",
     "scatter_elements",
     "scatter_nd",
     "shape_of",

@@ -19,6 +19,7 @@ from lbdl_graph.analysis import prune_unused
 from lbdl_graph.graph import Graph
 
 from . import (
+    rules_control,
     rules_dynamic,
     rules_elementwise,
     rules_index,
@@ -42,9 +43,8 @@ __all__ = [
     "value_and_grad",
 ]
 
-_RULE_MODULES = (rules_dynamic, rules_elementwise, rules_index, rules_nn, rules_norm, rules_quant,
-                 rules_reduce,
-                 rules_shape)
+_RULE_MODULES = (rules_control, rules_dynamic, rules_elementwise, rules_index, rules_nn,
+                 rules_norm, rules_quant, rules_reduce, rules_shape)
 
 
 def grad(graph: Graph, loss: str = "loss", wrt: str | Sequence[str] | None = None, *,

@@ -20,6 +20,7 @@ KERNELS: OpTable[Kernel] = OpTable("numpy")
 # Importing the modules registers their kernels.
 from . import (  # noqa: E402, F401
     collective,
+    control,
     dynamic,
     elementwise,
     fused,
