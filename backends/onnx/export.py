@@ -237,6 +237,21 @@ def _write_outputs_directly(nodes: list[onnx.NodeProto], node_map: dict[str, Nod
     return kept
 
 
+def _drop_dead_nodes(nodes: list[onnx.NodeProto], graph_outputs: set[str]
+                     ) -> list[onnx.NodeProto]:
+    """The nodes some output of which is read (by a kept node or as a graph output).
+
+    A lowering rule may make a node's ONNX result unneeded (a compare of two iotas reads their
+    columns, not the expanded iotas); ONNX Runtime would still run the orphans every call."""
+    live = set(graph_outputs)
+    kept: list[onnx.NodeProto] = []
+    for n in reversed(nodes):
+        if not n.output or any(o in live for o in n.output):
+            kept.append(n)
+            live |= _used_names([n])
+    return kept[::-1]
+
+
 def export_graph(graph: Graph, *, opset: int = DEFAULT_OPSET, target: str = "ort",
            training: bool = True, params_as_inputs: bool = False) -> Exported:
     """Lower ``graph`` to ONNX; see :func:`to_onnx`. Also returns the ONNX -> IR node map."""
@@ -266,6 +281,7 @@ def export_graph(graph: Graph, *, opset: int = DEFAULT_OPSET, target: str = "ort
         if v.name not in seen:
             seen.add(v.name)
             outputs.append(_value_info(v))
+    ctx.nodes = _drop_dead_nodes(ctx.nodes, seen)
     _drop_unused_optional_outputs(ctx.nodes, seen, opset)
     ctx.nodes = _write_outputs_directly(ctx.nodes, ctx.node_map, seen)
     gp = helper.make_graph(tie_nodes + ctx.nodes, graph.name, inputs, outputs,

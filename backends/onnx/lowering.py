@@ -25,7 +25,7 @@ from lbdl_graph import ops
 from lbdl_graph.builder import GraphBuilder
 from lbdl_graph.dtypes import DType, dtype, float32, float64, int32, int64
 from lbdl_graph.errors import LbdlError, OnnxError
-from lbdl_graph.graph import Node
+from lbdl_graph.graph import Node, Value
 from lbdl_graph.registry import OpTable
 from lbdl_graph.types import TensorType
 
@@ -214,6 +214,9 @@ class LoweringContext:
         self.initializers: list[TensorProto] = []
         self.node_map: dict[str, Node] = {}
         self.domains: dict[str, int] = {}  # other operator domains used -> opset version
+        # IR value -> (the IR node that produced it, that node's lowered input names): lets a
+        # rule look one node back (a compare of two iotas is lowered on their columns)
+        self.producers: dict[Value, tuple[Node, tuple[str | None, ...]]] = {}
         self._values: set[str] = set()
         self._node_names: set[str] = set()
         self._ir_nodes: set[str] = set()  # helper nodes never take these names
@@ -281,6 +284,8 @@ class LoweringContext:
             raise OnnxError(f"lowering {node.op.name} failed: {type(e).__name__}: {e}",
                             node=origin.name, op=origin.op.name, source=origin.source) from None
         results = (res,) if isinstance(res, str) else tuple(res)
+        for v in node.outputs:
+            self.producers[v] = (node, tuple(inputs))
         if len(results) != len(node.outputs):
             raise OnnxError(f"lowering of {node.op.name} returned {len(results)} results for "
                             f"{len(node.outputs)} outputs", node=origin.name, op=origin.op.name)

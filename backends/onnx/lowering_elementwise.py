@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import ml_dtypes
 import numpy as np
@@ -14,6 +15,7 @@ from lbdl_graph.dtypes import DType, int64
 from lbdl_graph.errors import OnnxError
 
 from .lowering import LOWERINGS, OnnxBuilder, onnx_dtype, simple
+from .lowering_shape import iota_column
 
 __all__: list[str] = []
 
@@ -36,8 +38,47 @@ _LOGIC = {ops.logical_and: "And", ops.logical_or: "Or", ops.logical_not: "Not"}
 
 for _op, _onnx in {**_UNARY, **_BINARY}.items():
     LOWERINGS.register(_op)(simple(_onnx))
+
+
+def _iota_axis(b: OnnxBuilder, i: int) -> tuple[int, str] | None:
+    """(axis, like's ONNX name) when input ``i`` is ``iota_like(like, axis=axis)``."""
+    v = b.node.inputs[i]
+    made = b.ctx.producers.get(v) if v is not None else None
+    if made is None or made[0].op is not ops.iota_like or made[0].attrs.get("axis") is None:
+        return None
+    like = made[1][0]
+    return (int(made[0].attrs["axis"]), like) if like is not None else None
+
+
+def compare_rule(op_type: str) -> Callable[..., str]:
+    """A comparison; of two iotas of one tensor along different axes (a causal mask, an
+    identity) it compares their columns, (T, 1) against (1, T), and expands the bool result,
+    instead of comparing two full-size int64 tensors."""
+    plain = simple(op_type, back=False)
+
+    def rule(b: OnnxBuilder, *inputs: str | None, **attrs: Any) -> str:
+        if len(inputs) == 2:
+            x, y = _iota_axis(b, 0), _iota_axis(b, 1)
+            vx, vy = b.node.inputs
+            if x is not None and y is not None and vx is not None and vy is not None and \
+                    x[0] != y[0] and \
+                    b.ctx.producers[vx][0].inputs[0] is b.ctx.producers[vy][0].inputs[0]:
+                like, rank = x[1], b.out_type().ndim
+                shape = b.op("Shape", like)
+                cx = iota_column(b, like, shape, x[0], rank)
+                cy = iota_column(b, like, shape, y[0], rank)
+                return b.op("Expand", b.op(op_type, cx, cy), shape)
+        out = plain(b, *inputs, **attrs)
+        assert isinstance(out, str)
+        return out
+
+    rule.__name__ = f"_{op_type.lower()}_onnx"
+    return rule
+
+
 for _op, _onnx in _COMPARE.items():
-    LOWERINGS.register(_op)(simple(_onnx, back=False))
+    LOWERINGS.register(_op)(compare_rule(_onnx) if _op is not ops.isnan
+                            else simple(_onnx, back=False))
 for _op, _onnx in _LOGIC.items():
     LOWERINGS.register(_op)(simple(_onnx, typed=False))
 LOWERINGS.register(ops.identity, ops.stop_gradient)(simple("Identity", typed=False))

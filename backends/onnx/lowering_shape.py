@@ -147,8 +147,13 @@ def _iota_like_onnx(b: OnnxBuilder, like: str, *, axis: int | None) -> str:
             size = b.op("Size", like)
         # allowzero: a 0 in like's shape is a real empty dim, not "copy the input dim"
         return b.op("Reshape", b.op("Range", zero, size, one), shape, allowzero=1)
+    return b.op("Expand", iota_column(b, like, shape, axis, rank), shape)
+
+
+def iota_column(b: OnnxBuilder, like: str, shape: str, axis: int, rank: int) -> str:
+    """0..n-1 along ``axis`` of ``like`` (its ONNX ``shape``), with size-1 dims elsewhere."""
+    zero, one = b.scalar(0, int64, name="zero"), b.scalar(1, int64, name="one")
     (a,) = normalize_axes((axis,), rank)
     n = b.op("Gather", shape, b.scalar(a, int64, name="axis"), axis=0)
-    along = b.op("Reshape", b.op("Range", zero, n, one),
-                 b.ints([-1 if i == a else 1 for i in range(rank)], name="column"))
-    return b.op("Expand", along, shape)
+    return b.op("Reshape", b.op("Range", zero, n, one),
+                b.ints([-1 if i == a else 1 for i in range(rank)], name="column"))
