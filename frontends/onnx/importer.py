@@ -66,6 +66,16 @@ def default_opset(model: ModelProto) -> int:
     return MIN_OPSET
 
 
+def _reads(proto: NodeProto) -> list[str]:
+    """The tensor names a node reads: its inputs and those its subgraphs read (an If/Loop/Scan
+    body reads outer tensors by name)."""
+    names = [i for i in proto.input if i]
+    for a in proto.attribute:
+        for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+            names += [i for n in g.node for i in _reads(n)]
+    return names
+
+
 def _sanitize(name: str) -> str:
     s = re.sub(r"[^A-Za-z0-9_]", "_", name)
     return s if s and not s[0].isdigit() else f"d_{s}"
@@ -247,7 +257,7 @@ class Importer:
                    else f"{proto.domain}::{proto.op_type}")
             n = NodeCtx(self, proto, index, parse_attributes(proto, self.src))
             self.current = n
-            if any(i in poisoned for i in proto.input if i):
+            if poisoned and any(i in poisoned for i in _reads(proto)):
                 if key not in HANDLERS and not has_function_body(proto, self.opset):
                     count, first = bad_ops.get(key, (0, n.name))
                     bad_ops[key] = (count + 1, first)

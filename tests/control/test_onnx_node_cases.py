@@ -52,3 +52,34 @@ def test_loop11_body_with_a_data_dependent_slice_is_refused_naming_the_node() ->
 
     with pytest.raises(OnnxUnsupportedError, match="Slice_8"):
         import_onnx(_cases()["test_loop11"].model)  # type: ignore[attr-defined]
+
+
+def test_a_body_reading_a_refused_if_reports_that_if() -> None:
+    """An If refused for its branches' types, read by name inside a later If's branch (as the
+    expanded AffineGrid function does): the error names the first If, not a missing tensor."""
+    from onnx import GraphProto, TensorProto, helper
+
+    from lbdl_graph.frontends.onnx import OnnxUnsupportedError, import_onnx
+
+    def branch(name: str, n: int) -> GraphProto:
+        out = helper.make_tensor_value_info(f"{name}_o", TensorProto.INT64, [n])
+        node = helper.make_node("Constant", [], [f"{name}_o"], value=helper.make_tensor(
+            f"{name}_v", TensorProto.INT64, [n], list(range(n))))
+        return helper.make_graph([node], name, [], [out])
+
+    def reader(name: str) -> GraphProto:
+        out = helper.make_tensor_value_info(f"{name}_o", TensorProto.INT64, None)
+        return helper.make_graph([helper.make_node("Identity", ["a"], [f"{name}_o"])], name,
+                                 [], [out])
+
+    c = helper.make_tensor_value_info("c", TensorProto.BOOL, [])
+    y = helper.make_tensor_value_info("y", TensorProto.INT64, None)
+    nodes = [helper.make_node("If", ["c"], ["a"], name="first_if",
+                              then_branch=branch("t", 1), else_branch=branch("e", 0)),
+             helper.make_node("If", ["c"], ["y"], name="second_if",
+                              then_branch=reader("t2"), else_branch=reader("e2"))]
+    model = helper.make_model(helper.make_graph(nodes, "g", [c], [y]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    with pytest.raises(OnnxUnsupportedError, match=r"first_if.*different types"):
+        import_onnx(model)
