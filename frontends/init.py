@@ -4,9 +4,12 @@ The formulas are PyTorch's defaults (``torch.nn.init``); the random bits come fr
 model is reproducible after :func:`manual_seed` but not bit-identical to a torch model. The
 ``*_`` functions fill a Parameter (or array) in place and return it, as in torch.
 
-Arrays larger than ``_CHUNK`` elements are drawn in chunks on a thread pool: one seed is taken
-from the global generator and chunk ``i`` draws from ``SeedSequence(seed, spawn_key=(i,))``, so
-the values do not depend on the thread count. Inside :func:`skip_random` the random fills do
+Arrays larger than ``_CHUNK`` elements (1 MiB of float32, so every GPT-2 and ResNet-50 weight
+matrix) are drawn in chunks on a thread pool: one seed is taken from the global generator and
+chunk ``i`` draws from ``SeedSequence(seed, spawn_key=(i,))``, so the values do not depend on the
+thread count. Normal chunks use the Box–Muller transform (:mod:`._box_muller`, about twice as fast
+as NumPy's ziggurat); each chunk is scaled while it is still in cache. Smaller arrays draw
+straight from the global generator. Inside :func:`skip_random` the random fills do
 nothing (the zeros of :func:`empty` stay): a model that redraws every weight in its own scheme
 (GPT-2's) builds its layers there and draws each weight once.
 """
@@ -23,6 +26,8 @@ from typing import Any
 import numpy as np
 
 from lbdl_graph.errors import OpError, ShapeError
+
+from ._box_muller import standard_normal_into
 
 __all__ = [
     "calculate_fan_in_and_fan_out",
@@ -43,7 +48,7 @@ __all__ = [
 
 _GEN: list[np.random.Generator] = [np.random.default_rng(0)]
 _SKIP = [0]
-_CHUNK = 1 << 22  # elements per parallel draw (16 MiB of float32)
+_CHUNK = 1 << 18  # elements per parallel draw (1 MiB of float32, fits in L2)
 
 
 def manual_seed(seed: int) -> np.random.Generator:
@@ -119,13 +124,32 @@ def _workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """A thread pool of ``workers`` threads, started once (under load a thread start can take
+    milliseconds, and GPT-2 draws 50 arrays)."""
+    pool = _POOLS.get(workers)
+    if pool is None:
+        pool = _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="lbdl-init")
+    return pool
+
+
+def _affine(part: np.ndarray, scale: float, shift: float) -> None:
+    """``part = scale * part + shift`` in place, skipping the no-op steps."""
+    if scale != 1.0:
+        part *= scale
+    if shift != 0.0:
+        part += shift
+
+
 def _draw(arr: np.ndarray, normal: bool, scale: float, shift: float) -> None:
     """Fill contiguous float ``arr`` with ``scale * X + shift``, X ~ N(0, 1) or U[0, 1)."""
     if arr.size <= _CHUNK:
         gen = generator()
         (gen.standard_normal if normal else gen.random)(dtype=arr.dtype, out=arr)
-        arr *= scale
-        arr += shift
+        _affine(arr, scale, shift)
         return
     seed = int(generator().integers(1 << 63))
     flat = arr.reshape(-1)
@@ -133,13 +157,13 @@ def _draw(arr: np.ndarray, normal: bool, scale: float, shift: float) -> None:
     def fill(i: int) -> None:
         part = flat[i * _CHUNK:(i + 1) * _CHUNK]
         gen = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(i,))))
-        (gen.standard_normal if normal else gen.random)(dtype=arr.dtype, out=part)
-        part *= scale
-        part += shift
+        if normal:
+            standard_normal_into(gen, part)
+        else:
+            gen.random(dtype=arr.dtype, out=part)
+        _affine(part, scale, shift)
 
-    chunks = range(-(-flat.size // _CHUNK))
-    with ThreadPoolExecutor(max_workers=min(len(chunks), _workers())) as pool:
-        list(pool.map(fill, chunks))
+    list(_pool(_workers()).map(fill, range(-(-flat.size // _CHUNK))))
 
 
 def uniform_(x: Any, a: float = 0.0, b: float = 1.0) -> Any:
