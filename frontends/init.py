@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
@@ -239,6 +240,36 @@ def xavier_normal_(x: Any, gain: float = 1.0) -> Any:
     return normal_(x, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)))
 
 
+def _hugepage_switch() -> Callable[[bool], bool] | None:
+    """NumPy's switch for the ``madvise(MADV_HUGEPAGE)`` hint on big allocations (private
+    API, absent on some platforms and versions: then None)."""
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # pragma: no cover - NumPy 1.x
+        return None
+    switch = getattr(multiarray, "_set_madvise_hugepage", None)
+    return switch if callable(switch) else None
+
+
+_HUGEPAGE = _hugepage_switch()
+_HUGEPAGE_LOCK = threading.Lock()
+_HINTED_BYTES = 1 << 22  # NumPy only hints allocations of at least 4 MiB
+
+
 def empty(*shape: int, dtype: Any = np.float32) -> np.ndarray:
-    """A zero-filled array to be initialised (NumPy has no uninitialised allocation we want)."""
-    return np.zeros(shape, dtype=dtype)
+    """A zero-filled array to be initialised (NumPy has no uninitialised allocation we want).
+
+    Weights are allocated without NumPy's transparent-huge-page hint: where the kernel
+    compacts memory synchronously for hinted regions (``defrag=madvise``, the default), the
+    first write into GPT-2's 500 MB of fresh weights spent 0.5-0.8 s of system time on the
+    loaded project machine, against 0.16-0.24 s with ordinary pages.
+    """
+    dt = np.dtype(dtype)
+    if _HUGEPAGE is None or math.prod(shape) * dt.itemsize < _HINTED_BYTES:
+        return np.zeros(shape, dtype=dt)
+    with _HUGEPAGE_LOCK:
+        previous = _HUGEPAGE(False)
+        try:
+            return np.zeros(shape, dtype=dt)
+        finally:
+            _HUGEPAGE(previous)

@@ -65,3 +65,22 @@ def test_trace_shares_weights_and_later_writes_do_not_reach_the_graph() -> None:
     np.testing.assert_array_equal(lin.weight.data, 7.0)
     g2 = trace(lin, [("N", 4)])
     np.testing.assert_array_equal(g2.param_map["weight"].data, 7.0)
+
+
+def test_empty_is_zeros_and_restores_numpy_hugepage_setting() -> None:
+    big = init.empty(1024, 2048)  # 8 MiB: allocated without the huge-page hint
+    assert big.shape == (1024, 2048) and big.dtype == np.float32 and not big.any()
+    small = init.empty(3, dtype=np.float64)
+    assert small.dtype == np.float64 and not small.any()
+    switch = init._HUGEPAGE
+    if switch is None:
+        pytest.skip("this NumPy has no huge-page switch")
+    before = switch(True)
+    switch(before)
+    try:
+        for setting in (True, False):
+            switch(setting)
+            init.empty(2048, 1024, dtype=np.float64)
+            assert switch(setting) is setting  # the setting the caller had is back
+    finally:
+        switch(before)
