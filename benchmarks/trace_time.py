@@ -15,10 +15,10 @@ build + trace over it. ``*_warm_s`` are the best of ``--repeat`` runs in one pro
 the allocator hands back memory freed by the previous run.
 
 ``gpt2_depth_*`` repeat the cold GPT-2 run at 2, 4, 8, 12 and 24 layers (width, vocabulary and
-context of GPT-2 small), with a least-squares line ``a + b * layers`` through the wall times and
-its worst relative residual: the time should stay linear in depth. Goal (issue 16): GPT-2 small
-built and traced in under 1 s. ``--profile`` prints a cProfile summary of one cold GPT-2 build
-+ trace. ``threads`` is the number of threads the weight draws use.
+context of GPT-2 small), with least-squares lines ``a + b * layers`` through the wall, trace and
+CPU times and their worst relative residuals: the time should stay linear in depth. Goal
+(issue 16): GPT-2 small built and traced in under 1 s. ``--profile`` prints a cProfile summary
+of one cold GPT-2 build + trace. ``threads`` is the number of threads the weight draws use.
 """
 
 from __future__ import annotations
@@ -133,6 +133,7 @@ def depth_sweep() -> dict[str, object]:
         "gpt2_depth_cpu_s": {str(d): round(runs[d][2] + runs[d][3], 3) for d in DEPTHS},
         "gpt2_depth_params": {str(d): runs[d][4] for d in DEPTHS},
         "gpt2_depth_fit": linear_fit(list(DEPTHS), wall),
+        "gpt2_depth_cpu_fit": linear_fit(list(DEPTHS), [runs[d][2] + runs[d][3] for d in DEPTHS]),
         "gpt2_depth_trace_fit": linear_fit(list(DEPTHS), [runs[d][1] for d in DEPTHS]),
     }
 
