@@ -4,14 +4,15 @@ The formulas are PyTorch's defaults (``torch.nn.init``); the random bits come fr
 model is reproducible after :func:`manual_seed` but not bit-identical to a torch model. The
 ``*_`` functions fill a Parameter (or array) in place and return it, as in torch.
 
-Arrays larger than ``_CHUNK`` elements (1 MiB of float32, so every GPT-2 and ResNet-50 weight
-matrix) are drawn in chunks on a thread pool: one seed is taken from the global generator and
-chunk ``i`` draws from ``SeedSequence(seed, spawn_key=(i,))``, so the values do not depend on the
-thread count. Normal chunks use the Box–Muller transform (:mod:`._box_muller`, about twice as fast
-as NumPy's ziggurat); each chunk is scaled while it is still in cache. Smaller arrays draw
-straight from the global generator. Inside :func:`skip_random` the random fills do
-nothing (the zeros of :func:`empty` stay): a model that redraws every weight in its own scheme
-(GPT-2's) builds its layers there and draws each weight once.
+Arrays larger than ``_CHUNK`` elements (1 MiB of float32: every GPT-2 weight matrix, ResNet-50's
+bigger convolutions) are drawn in chunks on a thread pool: one seed is taken from the global
+generator and chunk ``i`` draws from an SFC64 generator seeded with ``SeedSequence(seed,
+spawn_key=(i,))`` (9% faster than PCG64 here), so the values do not depend on the thread count.
+Normal chunks use the Box–Muller transform (:mod:`._box_muller`, about twice as fast as NumPy's
+ziggurat); each chunk is scaled while it is still in cache. Smaller arrays draw straight from
+the global generator. Inside :func:`skip_random` the random fills do nothing (the zeros of
+:func:`empty` stay): a model that redraws every weight in its own scheme (GPT-2's) builds its
+layers there and draws each weight once.
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ def _draw(arr: np.ndarray, normal: bool, scale: float, shift: float) -> None:
 
     def fill(i: int) -> None:
         part = flat[i * _CHUNK:(i + 1) * _CHUNK]
-        gen = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(i,))))
+        gen = np.random.Generator(np.random.SFC64(np.random.SeedSequence(seed, spawn_key=(i,))))
         if normal:
             standard_normal_into(gen, part)
         else:
