@@ -3,6 +3,9 @@ copy-on-write sharing of leaves with traced graphs."""
 
 from __future__ import annotations
 
+import multiprocessing
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -84,3 +87,27 @@ def test_empty_is_zeros_and_restores_numpy_hugepage_setting() -> None:
             assert switch(setting) is setting  # the setting the caller had is back
     finally:
         switch(before)
+
+
+def _child_draw(queue: Any) -> None:
+    arr = np.zeros(5000, np.float32)
+    init.normal_(arr)
+    queue.put(float(arr.std()))
+
+
+def test_a_forked_child_draws_big_arrays_on_its_own_threads(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    monkeypatch.setattr(init, "_CHUNK", 1000)
+    init.normal_(np.zeros(5000, np.float32))  # the parent's pool exists now
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_draw, args=(queue,))
+    child.start()
+    child.join(60)
+    if child.is_alive():
+        child.kill()
+        child.join()
+    assert child.exitcode == 0, "the child hung or failed drawing on the inherited pool"
+    assert 0.9 < queue.get(timeout=5) < 1.1
