@@ -1,18 +1,22 @@
-"""Siamese network (glossary): are two 8x8 digits the same digit, for digits never seen?
+"""Siamese network (glossary): are two 8x8 digits the same digit?
 
 The zoo's ``Siamese`` (a small convnet encoder to 16-d embeddings, the same weights on every
-branch) is trained on scikit-learn digits of the classes 0-5 only, either on pairs with the
-margin contrastive loss ``F.contrastive_loss`` (default) or on (anchor, positive, negative)
-triplets with ``F.triplet_margin_loss`` (``--loss triplet``: three branches). The
+branch) is trained on the training images of scikit-learn digits 0-5 only, either on pairs
+with the margin contrastive loss ``F.contrastive_loss`` (default) or on (anchor, positive,
+negative) triplets with ``F.triplet_margin_loss`` (``--loss triplet``: three branches). The
 verification score is the embedding distance; its threshold is the one that best separates
-the training pairs. Measured on balanced same/different pairs of the classes 6-9, which the
-encoder never saw (and, second, of held-out images of the seen classes): verification
-accuracy at that threshold and ROC AUC (our NumPy ``roc_auc``), against the raw-pixel distance
-and the untrained encoder. The trained pair model (two images -> distance) is exported to ONNX
-and ONNX Runtime is checked against NumPy.
+2000 training pairs. Measured on balanced same/different pairs: verification accuracy at that
+threshold and ROC AUC (our NumPy ``roc_auc``), against the raw-pixel distance and the
+untrained encoder, on two sets: held-out images of the seen digits 0-5 (the headline: the
+trained encoder beats raw pixels clearly) and the digits 6-9, which training never saw.
+There, with six training classes, the encoder does *not* beat raw pixels: it specialises in
+the classes it saw, and unseen-class AUC falls as training goes on (we measured 0.849 after
+10 steps, 0.768 after 300 for an MLP encoder with triplets, raw pixels 0.892). The trained
+pair model (two images -> distance) is exported to ONNX and ONNX Runtime is checked against
+NumPy.
 
-    python examples/siamese_digits.py                  # 1500 steps of 64 pairs (about 15 s)
-    python examples/siamese_digits.py --loss triplet   # 1500 steps of 64 triplets
+    python examples/siamese_digits.py                  # 600 steps of 64 pairs (about 15 s)
+    python examples/siamese_digits.py --loss triplet   # 600 steps of 64 triplets
 """
 
 from __future__ import annotations
@@ -94,26 +98,36 @@ def scores(feats: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     return -np.sqrt(((feats[i] - feats[j]) ** 2).sum(-1))
 
 
-def report(name: str, feats: dict[str, np.ndarray], split: dict[str, tuple[np.ndarray, ...]]
-           ) -> tuple[float, float]:
-    """Print the threshold fitted on the training pairs and the accuracy and ROC AUC on the
-    two evaluation sets; returns (accuracy, AUC) on the unseen classes."""
-    t, train_acc = best_threshold(scores(feats["train"], *split["train"][:2]),
-                                  split["train"][2])
-    out = []
-    for key in ("unseen", "seen"):
+Result = tuple[float, float, float, float]  # threshold, train accuracy, accuracy, ROC AUC
+
+
+def evaluate(feats: dict[str, np.ndarray], split: dict[str, tuple[np.ndarray, ...]]
+             ) -> dict[str, Result]:
+    """Per evaluation set: the distance threshold fitted on the training pairs, the training
+    accuracy there, and the accuracy at that threshold and the ROC AUC on the set."""
+    i, j, same = split["train"]
+    t, train_acc = best_threshold(scores(feats["train"], i, j), same)
+    out = {}
+    for key in ("seen", "unseen"):
         i, j, same = split[key]
         s = scores(feats[key], i, j)
-        out.append((verification_accuracy(s, same, t), roc_auc(s, same)))
-    (ua, uauc), (sa, sauc) = out
-    print(f"{name:<22} threshold {-t:7.3f} (train acc {train_acc:.3f})  unseen 6-9: "
-          f"accuracy {ua:.3f} ROC AUC {uauc:.3f}  held-out 0-5: accuracy {sa:.3f} ROC AUC "
-          f"{sauc:.3f}", flush=True)
-    return ua, uauc
+        out[key] = (-t, train_acc, verification_accuracy(s, same, t), roc_auc(s, same))
+    return out
+
+
+def report(results: dict[str, dict[str, Result]]) -> None:
+    """One block per evaluation set, one line per method."""
+    for key, title in (("seen", "held-out images of the seen digits 0-5 (1000 pairs)"),
+                       ("unseen", "digits 6-9, never seen in training (2000 pairs)")):
+        print(f"verification on {title}:")
+        for name, res in results.items():
+            t, train_acc, acc, auc = res[key]
+            print(f"  {name:<18} accuracy {acc:.3f}  ROC AUC {auc:.3f}  (distance threshold "
+                  f"{t:.3f} from the training pairs, accuracy there {train_acc:.3f})")
 
 
 def main() -> None:
-    args = parse_args(__doc__, extra={"steps": (int, 1500, "training steps"),
+    args = parse_args(__doc__, extra={"steps": (int, 600, "training steps"),
                                       "loss": (str, "contrastive", "contrastive or triplet")})
     if args.loss not in ("contrastive", "triplet"):
         raise SystemExit(f"--loss must be 'contrastive' or 'triplet', got {args.loss!r}")
@@ -134,8 +148,10 @@ def main() -> None:
 
     manual_seed(args.seed)
     net = Siamese(SiameseConfig())
-    report("raw pixels", {k: v.reshape(len(v), -1) for k, v in images.items()}, split)
-    report("untrained encoder", {k: embed(net, v) for k, v in images.items()}, split)
+    results = {"raw pixels": evaluate({k: v.reshape(len(v), -1) for k, v in images.items()},
+                                      split),
+               "untrained encoder": evaluate({k: embed(net, v) for k, v in images.items()},
+                                             split)}
 
     n = steps * BATCH
     model: Module
@@ -162,7 +178,9 @@ def main() -> None:
                    backend=args.backend, optimizer=Adam(CosineLR(3e-3, steps)),
                    seed=args.seed, progress=False)
     print(f"{args.loss} loss (mean over the run) {hist['loss'][-1]:.4f}")
-    report("trained Siamese", {k: embed(net, v) for k, v in images.items()}, split)
+    results["trained Siamese"] = evaluate({k: embed(net, v) for k, v in images.items()},
+                                          split)
+    report(results)
 
     graph = trace(net, {"x1": ("N", 1, 8, 8), "x2": ("N", 1, 8, 8)}, training=False)
     i, j, _ = split["unseen"]
