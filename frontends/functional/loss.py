@@ -208,9 +208,10 @@ def binary_cross_entropy(input: Any, target: Any, weight: Any | None = None, *,
 
 def _distance(a: Tensor, b: Tensor, p: float, eps: float) -> Tensor:
     """``||a - b + eps||_p`` over the last dim (``torch.nn.functional.pairwise_distance``)."""
-    d = (a - b + const(eps, a)).abs()
+    diff = a - b + const(eps, a)
     if p == 2.0:
-        return (d * d).sum(-1).sqrt()
+        return (diff * diff).sum(-1).sqrt()
+    d = diff.abs()
     if p == 1.0:
         return d.sum(-1)
     return (d ** const(p, d)).sum(-1) ** const(1.0 / p, d)
