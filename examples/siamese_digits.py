@@ -10,13 +10,13 @@ threshold and ROC AUC (our NumPy ``roc_auc``), against the raw-pixel distance an
 untrained encoder, on two sets: held-out images of the seen digits 0-5 (the headline: the
 trained encoder beats raw pixels clearly) and the digits 6-9, which training never saw.
 There, with six training classes, the encoder does *not* beat raw pixels: it specialises in
-the classes it saw, and unseen-class AUC falls as training goes on (we measured 0.849 after
-10 steps, 0.768 after 300 for an MLP encoder with triplets, raw pixels 0.892). The trained
-pair model (two images -> distance) is exported to ONNX and ONNX Runtime is checked against
-NumPy.
+the classes it saw (seed 0, unseen-class ROC AUC: raw pixels 0.892, the encoder 0.739 after
+``--steps 10`` and 0.718 after the default 600, while its seen-class AUC goes from 0.823 to
+1.000). The trained pair model (two images -> distance) is exported to ONNX and ONNX Runtime
+is checked against NumPy.
 
-    python examples/siamese_digits.py                  # 600 steps of 64 pairs (about 15 s)
-    python examples/siamese_digits.py --loss triplet   # 600 steps of 64 triplets
+    python examples/siamese_digits.py                  # 600 steps of 64 pairs (about 20 s)
+    python examples/siamese_digits.py --loss triplet   # 600 steps of 64 triplets (30 s)
 """
 
 from __future__ import annotations
@@ -82,9 +82,10 @@ def pairs(y: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, 
 
 def triplets(y: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
     """``n`` index triplets: an anchor, another image of its class, one of another class."""
-    i, j, _ = pairs(np.r_[y, y], 2 * n, rng)  # even rows: same class, odd rows: different
-    i, j = i % len(y), j % len(y)
-    return i[0::2], j[0::2], j[1::2]
+    anchor, positive, _ = pairs(y, 2 * n, rng)  # even rows: same-class pairs
+    anchor, positive = anchor[0::2], positive[0::2]
+    negative = np.array([rng.choice(np.flatnonzero(y != y[k])) for k in anchor])
+    return anchor, positive, negative
 
 
 def embed(net: Siamese, x: np.ndarray) -> np.ndarray:
