@@ -3,7 +3,8 @@ written in the DSL like ``torch.nn`` code.
 
 Each family lives in its own module (``mlp``, ``lenet``, ``resnet``, ``transformer``, ``gpt``,
 ``bert``, ``vit``, ``autoencoder``, ``unet``, ``detector``, ``clip``, ``dqn``, ``diffusion``,
-``gan``, ``gnn``, ``rnn_lm``, ``embedder``) with Module classes and config dataclasses.
+``gan``, ``gnn``, ``rnn_lm``, ``embedder``, ``siamese``) with Module classes and config
+dataclasses.
 :data:`ZOO` maps every configuration's name to a :class:`ZooEntry` (constructor, example input
 specs with a symbolic batch dim ``N``, expected outputs, description, task)::
 
@@ -34,6 +35,7 @@ from . import (
     mlp,
     resnet,
     rnn_lm,
+    siamese,
     transformer,
     unet,
     vit,
@@ -55,13 +57,14 @@ from .lenet import LeNet, LeNetConfig
 from .mlp import MLP, MLPConfig
 from .resnet import BasicBlock, Bottleneck, ResNet, ResNetConfig
 from .rnn_lm import RecurrentLM, RNNLMConfig
+from .siamese import Siamese, SiameseConfig
 from .transformer import Transformer, TransformerBlock, TransformerConfig
 from .unet import UNet, UNetConfig
 from .vit import ViT, ViTConfig
 from .whisper import LogMel, Whisper, WhisperConfig, mel_filterbank
 
 _FAMILIES = (mlp, lenet, resnet, transformer, gpt, bert, vit, autoencoder, unet, detector, clip,
-             dqn, diffusion, gan, gnn, rnn_lm, embedder, whisper)
+             dqn, diffusion, gan, gnn, rnn_lm, embedder, siamese, whisper)
 
 #: Every zoo configuration by name, in book order.
 ZOO: dict[str, ZooEntry] = {e.name: e for fam in _FAMILIES for e in fam.ZOO_ENTRIES}
@@ -118,6 +121,8 @@ __all__ = [
     "RecurrentLM",
     "ResNet",
     "ResNetConfig",
+    "Siamese",
+    "SiameseConfig",
     "TextEmbedder",
     "TinyDetector",
     "Transformer",
