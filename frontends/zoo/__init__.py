@@ -15,7 +15,7 @@ specs with a symbolic batch dim ``N``, expected outputs, description, task)::
     feeds = ZOO["gpt_mini"].example_inputs({"N": 2, "T": 16})
 
 ``tiny`` entries are test-sized and meant to be run; the others (``resnet18``, ``resnet50``,
-``transformer_base``, ``gpt2_small``, ``vit_b16``) are the book-size models.
+``transformer_base``, ``gpt2_small``, ``vit_b16``, ``capsnet_mnist``) are the book-size models.
 """
 
 from __future__ import annotations
