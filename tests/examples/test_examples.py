@@ -22,6 +22,8 @@ EXPECTED: dict[str, list[str]] = {
                            r"\d\.\d{3}, CNN baseline \d\.\d{3}",
                            r"held-out accuracy: CapsNet, 3 routing round\(s\) \d\.\d{3}",
                            r"held-out accuracy: CapsNet, 1 routing round\(s\) \d\.\d{3}",
+                           r"shifted by one pixel: CNN baseline \d\.\d{3}, CapsNet, 3 routing "
+                           r"round\(s\) \d\.\d{3}",
                            r"inference graph: \d+ nodes, 2 routing softmax node\(s\)"],
     "denoising_autoencoder.py": [r"PSNR vs clean test images: noisy input +\d+\.\d+ dB",
                                  r"PSNR vs clean test images: trained autoencoder +\d+\.\d+ dB"],
