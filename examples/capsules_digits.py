@@ -13,7 +13,13 @@ epochs. The capsule network is also trained with a single routing round (no agre
 pixel (an affine change unseen in training, as in the paper's affNIST test). The trained
 network is exported to ONNX and ONNX Runtime checked against NumPy.
 
-    python examples/capsules_digits.py            # 12 epochs per model (about 45 s)
+Measured over seeds 0-4 (each seed its own split and weights): held-out accuracy CapsNet
+0.983-0.994 (3 rounds; 0.981-0.994 with 1), CNN 0.983-0.992, majority class 0.064-0.081. So at
+this scale the capsule network matches the CNN but does not beat it, and it is less robust to
+the one-pixel shift (0.34-0.38 against the CNN's 0.52-0.53): its routing weights ``W_ij`` are
+per grid position, while the CNN's max-pooling tolerates small moves.
+
+    python examples/capsules_digits.py            # 12 epochs per model: 29-37 s of CPU at 1 thread
 """
 
 from __future__ import annotations
