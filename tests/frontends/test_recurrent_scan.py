@@ -1,0 +1,212 @@
+"""Recurrent layers at a symbolic sequence length: one ``scan`` per layer and direction, equal
+to the unrolled graph, torch and ONNX Runtime at several lengths; gradients through the reverse
+scan against the unrolled graph's, finite differences and ORT; a training step at two lengths."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from lbdl_graph.backends.numpy import run
+from lbdl_graph.backends.numpy.stateful import NumpyStepRunner
+from lbdl_graph.errors import LbdlError
+from lbdl_graph.frontends import Tensor, manual_seed, nn, trace
+from lbdl_graph.frontends.module import Module
+from lbdl_graph.graph import Graph
+from lbdl_graph.passes.autodiff import grad
+from lbdl_graph.passes.optim import SGD
+from lbdl_graph.passes.train_step import make_train_step
+
+LAYERS = {"RNN": nn.RNN, "LSTM": nn.LSTM, "GRU": nn.GRU}
+LENGTHS = (3, 7, 20)
+WRT = ["x", "weight_hh_l0", "weight_ih_l1_reverse", "bias_hh_l0_reverse"]
+
+
+def _model(kind: str, **kw: object) -> Module:
+    manual_seed(1)
+    m: Module = LAYERS[kind](5, 4, num_layers=2, batch_first=True, bidirectional=True, **kw)
+    return m
+
+
+def _x(length: int, batch: int = 2) -> np.ndarray:
+    return np.random.default_rng(length).normal(size=(batch, length, 5)).astype(np.float32)
+
+
+def _ops(g: Graph) -> list[str]:
+    return [n.op.name for n in g.nodes]
+
+
+def _loss_fn(m: Module) -> Callable[[Tensor], dict[str, Tensor]]:
+    def loss(x: Tensor) -> dict[str, Tensor]:
+        out = m(x)
+        y, finals = out[0], out[1]
+        total = (y * y).sum()
+        for f in finals if isinstance(finals, tuple) else (finals,):
+            total = total + (f * f).sum() * 0.5
+        return {"loss": total}
+
+    return loss
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_symbolic_length_traces_one_scan_per_layer_and_direction(kind: str) -> None:
+    m = _model(kind)
+    g = trace(m, [("N", "T", 5)], training=False)
+    scans = [n for n in g.nodes if n.op.name == "scan"]
+    assert len(scans) == 4
+    assert [n.attrs["scan_input_directions"] for n in scans] == [None, (1,), None, (1,)]
+    carried = 2 if kind == "LSTM" else 1
+    for n in scans:  # states, the projected inputs, then w_hh and b_hh as captures
+        assert n.attrs["num_captures"] == 2
+        assert len(n.inputs) == carried + 3
+        assert n.inputs[carried + 1].name.startswith("weight_hh_l")
+        assert len(n.attrs["body"].nodes) < 30
+    assert g.outputs[0].type.shape == ("N", "T", 8)
+    assert "scan" not in _ops(trace(m, [(2, 4, 5)], training=False))
+    assert _ops(trace(_model(kind, unroll=False), [(2, 4, 5)])).count("scan") == 4
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_numpy_at_three_lengths_equals_the_unrolled_graphs(kind: str) -> None:
+    m = _model(kind)
+    g = trace(m, [("N", "T", 5)], training=False)
+    for length in LENGTHS:
+        x = _x(length)
+        got = run(g, {"x": x})
+        want = run(trace(m, [(2, length, 5)], training=False), {"x": x})
+        assert list(got) == list(want)
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-5, err_msg=k)
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_numpy_and_ort_at_three_lengths_equal_torch(kind: str) -> None:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    from lbdl_graph.backends.onnx import OrtRunner, to_onnx
+
+    m = _model(kind)
+    g = trace(m, [("N", "T", 5)], training=False)
+    model = to_onnx(g, training=False)
+    onnx.checker.check_model(model, full_check=True)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["N", "T", 5]
+    assert [n.op_type for n in model.graph.node].count("Scan") == 4
+    ort = OrtRunner(model)
+    ref = getattr(torch.nn, kind)(5, 4, num_layers=2, batch_first=True, bidirectional=True)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            getattr(ref, name).copy_(torch.from_numpy(np.array(p.data)))
+    for length in LENGTHS:
+        x = _x(length, batch=3)
+        ours, theirs = run(g, {"x": x}), ort.run({"x": x})
+        with torch.no_grad():
+            y, h = ref(torch.from_numpy(x))
+        want = [y.numpy(), *(t.numpy() for t in (h if isinstance(h, tuple) else (h,)))]
+        for i, w in enumerate(want):
+            np.testing.assert_allclose(ours[f"output{i}"], w, rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(theirs[f"output{i}"], w, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_gradients_at_symbolic_length_equal_the_unrolled_ones(kind: str) -> None:
+    m = _model(kind)
+    gg = grad(trace(_loss_fn(m), [("N", "T", 5)], module=m, training=False), "loss", WRT)
+    assert "scan" in _ops(gg)
+    ort = None
+    if kind == "LSTM":  # ORT on one layer kind keeps the file fast
+        from lbdl_graph.backends.onnx import OrtRunner
+
+        pytest.importorskip("onnxruntime")
+        ort = OrtRunner(gg, training=False)
+    for length in (3, 7):
+        x = _x(length)
+        got = run(gg, {"x": x})
+        unrolled = trace(_loss_fn(m), [(2, length, 5)], module=m, training=False)
+        want = run(grad(unrolled, "loss", WRT), {"x": x})
+        from_ort = ort.run({"x": x}) if ort is not None else want
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-5, err_msg=k)
+            np.testing.assert_allclose(from_ort[k], want[k], rtol=1e-5, atol=1e-5, err_msg=k)
+
+
+def _numeric(loss: Callable[[], float], arr: np.ndarray, idx: tuple[int, ...]) -> float:
+    eps = 1e-3
+    keep = float(arr[idx])
+    arr[idx] = keep + eps
+    up = loss()
+    arr[idx] = keep - eps
+    down = loss()
+    arr[idx] = keep
+    return (up - down) / (2 * eps)
+
+
+@pytest.mark.parametrize("kind", ["GRU", "LSTM"])
+def test_reverse_scan_gradients_match_finite_differences(kind: str) -> None:
+    m = _model(kind)
+    gg = grad(trace(_loss_fn(m), [("N", "T", 5)], module=m, training=False), "loss",
+              ["x", "weight_hh_l0_reverse", "bias_ih_l1"])
+    params = dict(m.named_parameters())
+    rng = np.random.default_rng(0)
+    for length in (4, 6):
+        x = (_x(length) * 0.5).astype(np.float64)
+        got = run(gg, {"x": x.astype(np.float32)})
+
+        def loss(x: np.ndarray = x) -> float:
+            return float(run(gg, {"x": x.astype(np.float32)})["loss"])
+
+        for _ in range(3):
+            idx = tuple(int(rng.integers(d)) for d in x.shape)
+            assert got["grad:x"][idx] == pytest.approx(_numeric(loss, x, idx), rel=2e-2,
+                                                       abs=2e-3)
+        for name in ("weight_hh_l0_reverse", "bias_ih_l1"):
+            w = params[name].data
+            idx = tuple(int(rng.integers(d)) for d in w.shape)
+            w64 = w.astype(np.float64)
+
+            def loss_w(name: str = name, w64: np.ndarray = w64, x: np.ndarray = x,
+                       length: int = length) -> float:
+                params[name].data = w64.astype(np.float32)
+                g = trace(_loss_fn(m), [(2, length, 5)], module=m, training=False)
+                return float(run(g, {"x": x.astype(np.float32)})["loss"])
+
+            num = _numeric(loss_w, w64, idx)
+            params[name].data = w
+            assert got[f"grad:{name}"][idx] == pytest.approx(num, rel=2e-2, abs=2e-3)
+
+
+def test_training_step_at_symbolic_length_runs_at_two_lengths() -> None:
+    manual_seed(0)
+    m = nn.LSTM(5, 6, batch_first=True)
+    head = nn.Linear(6, 1)
+
+    def loss_fn(x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        out, _ = m(x)
+        err = head(out) - y
+        return {"loss": (err * err).mean()}
+
+    root = nn.ModuleDict({"rnn": m, "head": head})
+    ts = make_train_step(trace(loss_fn, [("N", "T", 5), ("N", "T", 1)], module=root,
+                               training=True), SGD(lr=0.1))
+    assert "scan" in _ops(ts.graph)
+    runner = NumpyStepRunner(ts.graph, ts.info.state, ts.initial_state)
+    rng = np.random.default_rng(0)
+    batches = []
+    for length in (5, 9):
+        x = rng.normal(size=(8, length, 5)).astype(np.float32)
+        batches.append({"x": x, "y": np.cumsum(x[..., :1], axis=1) * 0.3})
+    first = [float(runner.step(b)["loss"]) for b in batches]
+    for _ in range(30):
+        for b in batches:
+            runner.step(b)
+    last = [float(runner.step(b)["loss"]) for b in batches]
+    assert all(b < 0.7 * a for a, b in zip(first, last, strict=True))
+
+
+def test_bad_unroll_is_a_typed_error() -> None:
+    with pytest.raises(LbdlError, match="unroll"):
+        nn.LSTM(3, 4, unroll="yes")  # type: ignore[arg-type]
