@@ -1,11 +1,13 @@
 """An LSTM at a long sequence length, unrolled (static T) against one ``scan`` (symbolic T).
 
-For each form: the time to trace the forward graph and to build its gradient graph (trace of
-forward + loss, then ``grad``), their node counts (top level, and with the scan bodies' nodes),
-the ONNX file size, the ONNX Runtime session creation time, and the median time of an
-inference call and of a forward + backward call on NumPy and on ONNX Runtime, the two forms
-timed in turn (``interleaved``). Every library gets ``--threads`` threads (ORT's intra-op pool
-and the BLAS pool, non-spinning ORT pools); the figures print as a table or ``--json``.
+The scan is traced twice: in evaluation mode (its gradient recomputes the per-step carries with
+a second forward scan) and in training mode (``scan_train``: the forward scan also stacks the
+carries, which the gradient reads). For each form: the time to trace the forward graph and to
+build its gradient graph (trace of forward + loss, then ``grad``), their node counts (top level,
+and with the scan bodies' nodes), the ONNX file size, the ONNX Runtime session creation time,
+and the median time of an inference call and of a forward + backward call on NumPy and on ONNX
+Runtime, all forms timed in turn (``interleaved``). Every library gets ``--threads`` threads
+(ORT's intra-op pool and the BLAS pool, non-spinning ORT pools); ``--json`` for machines.
 """
 
 from __future__ import annotations
@@ -59,7 +61,9 @@ def measure(length: int, batch: int, hidden: int, repeat: int, threads: int) -> 
         out, (_, c) = m(x)
         return {"loss": (out * out).mean() + (c * c).mean()}
 
-    shapes = {"unrolled": (batch, length, hidden // 2), "scan": ("N", "T", hidden // 2)}
+    sym = ("N", "T", hidden // 2)
+    forms = {"unrolled": ((batch, length, hidden // 2), False), "scan": (sym, False),
+             "scan_train": (sym, True)}
     x = np.random.default_rng(0).normal(size=(batch, length, hidden // 2)).astype(np.float32)
     feeds = {"x": x}
     out: dict[str, Any] = {"length": length, "batch": batch, "hidden": hidden,
@@ -67,10 +71,10 @@ def measure(length: int, batch: int, hidden: int, repeat: int, threads: int) -> 
     calls: dict[str, Callable[[], Any]] = {}
     opts: dict[str, Any] = {"session_options": NO_SPIN, "intra_op_threads": threads,
                             "training": False}
-    for form, shape in shapes.items():
-        fwd, t_fwd = _timed(lambda shape=shape: trace(m, [shape], training=False))
-        loss_g, t_loss = _timed(lambda shape=shape: trace(loss_fn, [shape], module=m,
-                                                          training=False))
+    for form, (shape, training) in forms.items():
+        fwd, t_fwd = _timed(lambda shape=shape, t=training: trace(m, [shape], training=t))
+        loss_g, t_loss = _timed(lambda shape=shape, t=training: trace(loss_fn, [shape],
+                                                                      module=m, training=t))
         bwd, t_grad = _timed(lambda loss_g=loss_g: grad(loss_g, "loss"))
         out[f"{form}_trace_s"] = round(t_fwd, 4)
         out[f"{form}_grad_build_s"] = round(t_loss + t_grad, 4)
@@ -87,15 +91,16 @@ def measure(length: int, batch: int, hidden: int, repeat: int, threads: int) -> 
         calls[f"{form}_ort_infer"] = lambda r=ort_f: r.run(feeds)
         calls[f"{form}_numpy_fwd_bwd"] = lambda g=bwd: run(g, feeds)
         calls[f"{form}_ort_fwd_bwd"] = lambda r=ort_b: r.run(feeds)
-    got = {k: run(g, feeds) for k, g in (("a", trace(m, [shapes["unrolled"]], training=False)),
-                                          ("b", trace(m, [shapes["scan"]], training=False)))}
+    got = {k: run(g, feeds) for k, g in (("a", trace(m, [forms["unrolled"][0]], training=False)),
+                                          ("b", trace(m, [sym], training=False)))}
     out["max_abs_diff_scan_vs_unrolled"] = float(max(np.abs(got["a"][k] - got["b"][k]).max()
                                                      for k in got["a"]))
     for k, v in interleaved(calls, repeat, warmup=1).items():
         out[f"{k}_ms"] = round(v * 1e3, 2)
     for kind in ("numpy_infer", "ort_infer", "numpy_fwd_bwd", "ort_fwd_bwd"):
-        out[f"{kind}_scan_over_unrolled"] = round(out[f"scan_{kind}_ms"]
-                                                  / out[f"unrolled_{kind}_ms"], 2)
+        for form in ("scan", "scan_train"):
+            out[f"{kind}_{form}_over_unrolled"] = round(out[f"{form}_{kind}_ms"]
+                                                        / out[f"unrolled_{kind}_ms"], 2)
     out["loadavg_end"] = list(os.getloadavg())
     return out
 
@@ -107,9 +112,11 @@ def report(r: dict[str, Any]) -> str:
             "ort_infer_ms", "numpy_fwd_bwd_ms", "ort_fwd_bwd_ms"]
     lines = [f"LSTM hidden {r['hidden']}, batch {r['batch']}, T={r['length']}, "
              f"{r['threads']} thread(s), load {r['loadavg_start'][0]:.2f} -> "
-             f"{r['loadavg_end'][0]:.2f}", f"{'':26}{'unrolled':>12}{'scan':>12}"]
+             f"{r['loadavg_end'][0]:.2f}",
+             f"{'':26}{'unrolled':>12}{'scan':>12}{'scan_train':>12}"]
     for k in rows:
-        lines.append(f"{k:26}{r[f'unrolled_{k}']:>12}{r[f'scan_{k}']:>12}")
+        lines.append(f"{k:26}{r[f'unrolled_{k}']:>12}{r[f'scan_{k}']:>12}"
+                     f"{r[f'scan_train_{k}']:>12}")
     lines.append(f"scan vs unrolled max abs diff {r['max_abs_diff_scan_vs_unrolled']:.2e}")
     return "\n".join(lines)
 

@@ -110,18 +110,23 @@ class _RNNBase(Module):
         proj = F.linear(seq, w_ih, b_ih)
         states = list(state) if isinstance(state, tuple) else [state]
         caps = [w_hh] if b_hh is None else [w_hh, b_hh]
-        body = self._cell_body(proj, states, caps)
-        rev = [1] if sfx else None
+        # in training mode the body also returns the state entering each step, so the
+        # scan's VJP reads the per-step carries instead of recomputing them
+        body = self._cell_body(proj, states, caps, carries=self.training)
+        n_out = len(body.outputs) - len(states)
         outs = ops.scan(*[s.value for s in states], proj.value, *[c.value for c in caps],
                         body=body, num_scan_inputs=1, num_captures=len(caps),
-                        scan_input_directions=rev, scan_output_directions=rev,
+                        scan_input_directions=[1] if sfx else None,
+                        scan_output_directions=[1] * n_out if sfx else None,
                         name=f"scan_l{layer}{sfx}")
         final = [Tensor(v) for v in outs[:len(states)]]
         new: State = (final[0], final[1]) if len(final) == 2 else final[0]
-        return Tensor(outs[-1]), new
+        return Tensor(outs[len(states)]), new
 
-    def _cell_body(self, proj: Tensor, states: list[Tensor], caps: list[Tensor]) -> Graph:
-        """The cell as a closed graph: ``(h[, c], x_proj, w_hh[, b_hh]) -> (h'[, c'], h')``."""
+    def _cell_body(self, proj: Tensor, states: list[Tensor], caps: list[Tensor], *,
+                   carries: bool) -> Graph:
+        """The cell as a closed graph: ``(h[, c], x_proj, w_hh[, b_hh]) -> (h'[, c'], h')``,
+        followed by ``h[, c]`` with ``carries``."""
         bb = GraphBuilder(f"{type(self).__name__.lower()}_cell")
         names = ["h", "c"][:len(states)]
         ins = [bb.input(n, s.dtype, s.shape) for n, s in zip(names, states, strict=True)]
@@ -133,7 +138,7 @@ class _RNNBase(Module):
             b_hh = Tensor(cap_vals[1]) if len(cap_vals) == 2 else None
             new = self._cell(Tensor(x), st, Tensor(cap_vals[0]), b_hh)
         outs = [t.value for t in new] if isinstance(new, tuple) else [new.value]
-        return bb.build([*outs, outs[0]])
+        return bb.build([*outs, outs[0], *(ins if carries else [])])
 
     def _use_scan(self, t: Tensor) -> bool:
         length = t.shape[0]

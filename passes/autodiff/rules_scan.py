@@ -2,15 +2,17 @@
 
 For ``scan(s0, xs, caps)`` with body ``f(s, x, c) -> (s', y)``:
 
-1. a forward scan over the same inputs, whose body also returns the state entering each step,
-   stacks the per-step states ``S[t]`` (the carries);
+1. the per-step states ``S[t]`` (the carries) are read from the forward node when its body
+   returns each state it is given as a slice output too (the DSL's recurrent layers do so in
+   training mode); otherwise a second forward scan, whose body returns them, stacks them;
 2. a reverse scan walks the steps backwards over ``(x[t], S[t], dY[t])``, carrying the state
    cotangent ``ds`` and one accumulator ``dc`` per capture; its body re-runs ``f`` on the
    step's inputs and backpropagates through it (the VJP rules of the body's ops, emitted into
    the body), returning ``(ds_t, dc + dc_t, dx_t)``; ``dx`` is stacked in the input's order.
 
 Neither scan needs the length, so gradients of a symbolic-length scan are graphs of the same
-size at every length (one extra forward pass over the body, as the unrolled form has).
+size at every length. The reverse body re-runs the cell forward once per step (as the unrolled
+VJP re-emits it); without stored carries the second forward scan adds one more forward pass.
 """
 
 from __future__ import annotations
@@ -54,6 +56,20 @@ def _carries_body(body: Graph, n_states: int) -> Graph:
     b = GraphBuilder.from_graph(body)
     return b.build([*body.outputs[:n_states], *body.inputs[:n_states]],
                    name=f"{body.name}_carries", prune=True)
+
+
+def _stored_carries(body: Graph, n_states: int, outs: Sequence[Value], out_axes: Sequence[int],
+                    out_dirs: Sequence[int]) -> list[tuple[Value, int, int]] | None:
+    """Per state: the forward output stacking the states entering each step, its axis and the
+    direction the reverse scan reads it in; None unless the body returns every state so."""
+    ys = body.outputs[n_states:]
+    found = []
+    for state in body.inputs[:n_states]:
+        k = next((k for k, y in enumerate(ys) if y is state), None)
+        if k is None:
+            return None
+        found.append((outs[n_states + k], out_axes[k], 1 - out_dirs[k]))
+    return found
 
 
 def _backward_body(body: Graph, n_states: int, n_x: int, with_dy: Sequence[bool]) -> Graph:
@@ -104,12 +120,15 @@ def _scan_vjp(gs: tuple[Value | None, ...], outs: tuple[Value, ...], *operands: 
     in_axes = [normalize_axis(a, x.ndim) for a, x in zip(in_axes, xs, strict=True)]
     out_axes = [normalize_axis(a, o.ndim) for a, o in zip(out_axes, outs[n_states:],
                                                           strict=True)]
-    stacked_states: list[Value] = []
-    if n_states:
-        fwd = ops.scan(*s0, *xs, *caps, body=_carries_body(body, n_states),
-                       num_scan_inputs=num_scan_inputs, num_captures=num_captures,
-                       scan_input_axes=in_axes, scan_input_directions=in_dirs, name="carries")
-        stacked_states = list(fwd[n_states:])
+    stored = _stored_carries(body, n_states, outs, out_axes, out_dirs)
+    if stored is None:
+        stored = []
+        if n_states:
+            fwd = ops.scan(*s0, *xs, *caps, body=_carries_body(body, n_states),
+                           num_scan_inputs=num_scan_inputs, num_captures=num_captures,
+                           scan_input_axes=in_axes, scan_input_directions=in_dirs,
+                           name="carries")
+            stored = [(v, 0, 1) for v in fwd[n_states:]]
     g_y = list(gs[n_states:])
     with_dy = [g is not None for g in g_y]
     bwd = _backward_body(body, n_states, num_scan_inputs, with_dy)
@@ -119,10 +138,10 @@ def _scan_vjp(gs: tuple[Value | None, ...], outs: tuple[Value, ...], *operands: 
     init_ds = [gs[i] if gs[i] is not None else zeros_like(outs[i]) for i in float_s]
     init_dc = [zeros_like(caps[i]) for i in float_c]
     dys = [g for g in g_y if g is not None]
-    scan_in = [*xs, *stacked_states, *dys]
-    axes_in = [*in_axes, *[0] * n_states, *[a for a, k in zip(out_axes, with_dy, strict=True)
-                                             if k]]
-    dirs_in = [*(1 - d for d in in_dirs), *[1] * n_states,
+    scan_in = [*xs, *(v for v, _, _ in stored), *dys]
+    axes_in = [*in_axes, *(a for _, a, _ in stored),
+               *(a for a, k in zip(out_axes, with_dy, strict=True) if k)]
+    dirs_in = [*(1 - d for d in in_dirs), *(d for _, _, d in stored),
                *(1 - d for d, k in zip(out_dirs, with_dy, strict=True) if k)]
     res = ops.scan(*init_ds, *init_dc, *scan_in, *caps, body=bwd, num_scan_inputs=len(scan_in),
                    num_captures=len(caps), scan_input_axes=axes_in,

@@ -112,11 +112,19 @@ def test_numpy_and_ort_at_three_lengths_equal_torch(kind: str) -> None:
             np.testing.assert_allclose(theirs[f"output{i}"], w, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("training", [False, True])
 @pytest.mark.parametrize("kind", sorted(LAYERS))
-def test_gradients_at_symbolic_length_equal_the_unrolled_ones(kind: str) -> None:
+def test_gradients_at_symbolic_length_equal_the_unrolled_ones(kind: str, training: bool) -> None:
     m = _model(kind)
-    gg = grad(trace(_loss_fn(m), [("N", "T", 5)], module=m, training=False), "loss", WRT)
-    assert "scan" in _ops(gg)
+    fwd = trace(_loss_fn(m), [("N", "T", 5)], module=m, training=training)
+    carried = 2 if kind == "LSTM" else 1
+    bodies = [n.attrs["body"] for n in fwd.nodes if n.op.name == "scan"]
+    assert {len(b.outputs) for b in bodies} == {carried * (2 if training else 1) + 1}
+    gg = grad(fwd, "loss", WRT)
+    scans = [n.name for n in gg.nodes if n.op.name == "scan"]
+    # training mode stores the carries: 4 forward + 4 reverse scans; else 4 more recompute them
+    assert len(scans) == (8 if training else 12)
+    assert sum("carries" in n for n in scans) == (0 if training else 4)
     ort = None
     if kind == "LSTM":  # ORT on one layer kind keeps the file fast
         from lbdl_graph.backends.onnx import OrtRunner
@@ -126,7 +134,7 @@ def test_gradients_at_symbolic_length_equal_the_unrolled_ones(kind: str) -> None
     for length in (3, 7):
         x = _x(length)
         got = run(gg, {"x": x})
-        unrolled = trace(_loss_fn(m), [(2, length, 5)], module=m, training=False)
+        unrolled = trace(_loss_fn(m), [(2, length, 5)], module=m, training=training)
         want = run(grad(unrolled, "loss", WRT), {"x": x})
         from_ort = ort.run({"x": x}) if ort is not None else want
         for k in want:
@@ -145,10 +153,10 @@ def _numeric(loss: Callable[[], float], arr: np.ndarray, idx: tuple[int, ...]) -
     return (up - down) / (2 * eps)
 
 
-@pytest.mark.parametrize("kind", ["GRU", "LSTM"])
-def test_reverse_scan_gradients_match_finite_differences(kind: str) -> None:
+@pytest.mark.parametrize(("kind", "training"), [("GRU", False), ("LSTM", True)])
+def test_reverse_scan_gradients_match_finite_differences(kind: str, training: bool) -> None:
     m = _model(kind)
-    gg = grad(trace(_loss_fn(m), [("N", "T", 5)], module=m, training=False), "loss",
+    gg = grad(trace(_loss_fn(m), [("N", "T", 5)], module=m, training=training), "loss",
               ["x", "weight_hh_l0_reverse", "bias_ih_l1"])
     params = dict(m.named_parameters())
     rng = np.random.default_rng(0)
