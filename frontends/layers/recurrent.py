@@ -15,6 +15,7 @@ one matmul outside the loop in both forms.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from lbdl_graph import ops
@@ -32,6 +33,7 @@ from ._util import check_int, check_prob, layer_error
 __all__ = ["GRU", "LSTM", "RNN"]
 
 State = Tensor | tuple[Tensor, Tensor]
+Hidden = Callable[[Tensor], Tensor]  # h -> h W_hh^T + b_hh
 
 
 class _RNNBase(Module):
@@ -70,7 +72,7 @@ class _RNNBase(Module):
         for p in self.parameters():
             init.uniform_(p, -bound, bound)
 
-    def _cell(self, x_proj: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None) -> State:
+    def _cell(self, x_proj: Tensor, state: State, hidden: Hidden) -> State:
         raise NotImplementedError
 
     def _zeros(self, x: Tensor) -> Tensor:
@@ -99,7 +101,7 @@ class _RNNBase(Module):
         steps = range(len(xs) - 1, -1, -1) if sfx else range(len(xs))
         outs: list[Tensor | None] = [None] * len(xs)
         for t in steps:
-            state = self._cell(proj[t], state, w_hh, b_hh)
+            state = self._cell(proj[t], state, lambda h: F.linear(h, w_hh, b_hh))
             outs[t] = state[0] if isinstance(state, tuple) else state
         return [o for o in outs if o is not None], state
 
@@ -109,7 +111,9 @@ class _RNNBase(Module):
         w_ih, w_hh, b_ih, b_hh = self._weights(layer, sfx)
         proj = F.linear(seq, w_ih, b_ih)
         states = list(state) if isinstance(state, tuple) else [state]
-        caps = [w_hh] if b_hh is None else [w_hh, b_hh]
+        # W_hh^T once, outside the loop (fold_params stores it as a weight for inference)
+        w_t = w_hh.transpose(0, 1)
+        caps = [w_t] if b_hh is None else [w_t, b_hh]
         # in training mode the body also returns the state entering each step, so the
         # scan's VJP reads the per-step carries instead of recomputing them
         body = self._cell_body(proj, states, caps, carries=self.training)
@@ -125,18 +129,24 @@ class _RNNBase(Module):
 
     def _cell_body(self, proj: Tensor, states: list[Tensor], caps: list[Tensor], *,
                    carries: bool) -> Graph:
-        """The cell as a closed graph: ``(h[, c], x_proj, w_hh[, b_hh]) -> (h'[, c'], h')``,
+        """The cell as a closed graph: ``(h[, c], x_proj, w_hh^T[, b_hh]) -> (h'[, c'], h')``,
         followed by ``h[, c]`` with ``carries``."""
         bb = GraphBuilder(f"{type(self).__name__.lower()}_cell")
         names = ["h", "c"][:len(states)]
         ins = [bb.input(n, s.dtype, s.shape) for n, s in zip(names, states, strict=True)]
         x = bb.input("x_proj", proj.dtype, proj.shape[1:])
         cap_vals: list[Value] = [bb.input(n, c.dtype, c.shape)
-                                 for n, c in zip(["weight_hh", "bias_hh"], caps, strict=False)]
+                                 for n, c in zip(["weight_hh_t", "bias_hh"], caps, strict=False)]
         with bb:
             st: State = (Tensor(ins[0]), Tensor(ins[1])) if len(ins) == 2 else Tensor(ins[0])
+            w_t = Tensor(cap_vals[0])
             b_hh = Tensor(cap_vals[1]) if len(cap_vals) == 2 else None
-            new = self._cell(Tensor(x), st, Tensor(cap_vals[0]), b_hh)
+
+            def hidden(h: Tensor) -> Tensor:
+                hw = h @ w_t
+                return hw if b_hh is None else hw + b_hh
+
+            new = self._cell(Tensor(x), st, hidden)
         outs = [t.value for t in new] if isinstance(new, tuple) else [new.value]
         return bb.build([*outs, outs[0], *(ins if carries else [])])
 
@@ -212,10 +222,6 @@ class _RNNBase(Module):
         return s
 
 
-def _hidden(h: Tensor, w_hh: Tensor, b_hh: Tensor | None) -> Tensor:
-    return F.linear(h, w_hh, b_hh)
-
-
 class RNN(_RNNBase):
     """Elman RNN: ``h' = tanh(x W_ih^T + b_ih + h W_hh^T + b_hh)`` (or relu)."""
 
@@ -230,9 +236,9 @@ class RNN(_RNNBase):
                          bidirectional, unroll)
         self.nonlinearity = nonlinearity
 
-    def _cell(self, x_proj: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None) -> State:
+    def _cell(self, x_proj: Tensor, state: State, hidden: Hidden) -> State:
         assert not isinstance(state, tuple)
-        pre = x_proj + _hidden(state, w_hh, b_hh)
+        pre = x_proj + hidden(state)
         return pre.tanh() if self.nonlinearity == "tanh" else pre.relu()
 
 
@@ -241,10 +247,10 @@ class LSTM(_RNNBase):
 
     _gates = 4
 
-    def _cell(self, x_proj: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None) -> State:
+    def _cell(self, x_proj: Tensor, state: State, hidden: Hidden) -> State:
         assert isinstance(state, tuple)
         h, c = state
-        i, f, g, o = (x_proj + _hidden(h, w_hh, b_hh)).chunk(4, -1)
+        i, f, g, o = (x_proj + hidden(h)).chunk(4, -1)
         c = f.sigmoid() * c + i.sigmoid() * g.tanh()
         return o.sigmoid() * c.tanh(), c
 
@@ -255,10 +261,10 @@ class GRU(_RNNBase):
 
     _gates = 3
 
-    def _cell(self, x_proj: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None) -> State:
+    def _cell(self, x_proj: Tensor, state: State, hidden: Hidden) -> State:
         assert not isinstance(state, tuple)
         xr, xz, xn = x_proj.chunk(3, -1)
-        hr, hz, hn = _hidden(state, w_hh, b_hh).chunk(3, -1)
+        hr, hz, hn = hidden(state).chunk(3, -1)
         r = (xr + hr).sigmoid()
         z = (xz + hz).sigmoid()
         n = (xn + r * hn).tanh()

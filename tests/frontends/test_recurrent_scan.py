@@ -17,7 +17,7 @@ from lbdl_graph.frontends.module import Module
 from lbdl_graph.graph import Graph
 from lbdl_graph.passes.autodiff import grad
 from lbdl_graph.passes.optim import SGD
-from lbdl_graph.passes.train_step import make_train_step
+from lbdl_graph.passes.train_step import TrainStep, make_train_step
 
 LAYERS = {"RNN": nn.RNN, "LSTM": nn.LSTM, "GRU": nn.GRU}
 LENGTHS = (3, 7, 20)
@@ -58,11 +58,15 @@ def test_symbolic_length_traces_one_scan_per_layer_and_direction(kind: str) -> N
     assert len(scans) == 4
     assert [n.attrs["scan_input_directions"] for n in scans] == [None, (1,), None, (1,)]
     carried = 2 if kind == "LSTM" else 1
-    for n in scans:  # states, the projected inputs, then w_hh and b_hh as captures
+    made = {o: n for n in g.nodes for o in n.outputs}
+    for n in scans:  # states, the projected inputs, then w_hh^T and b_hh as captures
         assert n.attrs["num_captures"] == 2
         assert len(n.inputs) == carried + 3
-        assert n.inputs[carried + 1].name.startswith("weight_hh_l")
+        w_t = made[n.inputs[carried + 1]]
+        assert w_t.op.name == "transpose" and w_t.inputs[0].name.startswith("weight_hh_l")
+        assert n.inputs[carried + 2].name.startswith("bias_hh_l")
         assert len(n.attrs["body"].nodes) < 30
+        assert "transpose" not in _ops(n.attrs["body"])
     assert g.outputs[0].type.shape == ("N", "T", 8)
     assert "scan" not in _ops(trace(m, [(2, 4, 5)], training=False))
     assert _ops(trace(_model(kind, unroll=False), [(2, 4, 5)])).count("scan") == 4
@@ -88,6 +92,7 @@ def test_numpy_and_ort_at_three_lengths_equal_torch(kind: str) -> None:
     import onnx
 
     from lbdl_graph.backends.onnx import OrtRunner, to_onnx
+    from lbdl_graph.frontends.onnx import import_onnx
 
     m = _model(kind)
     g = trace(m, [("N", "T", 5)], training=False)
@@ -97,19 +102,22 @@ def test_numpy_and_ort_at_three_lengths_equal_torch(kind: str) -> None:
     assert [d.dim_param or d.dim_value for d in dims] == ["N", "T", 5]
     assert [n.op_type for n in model.graph.node].count("Scan") == 4
     ort = OrtRunner(model)
+    back = import_onnx(model)  # the ONNX Scan reads back as our scan
+    assert _ops(back).count("scan") == 4
     ref = getattr(torch.nn, kind)(5, 4, num_layers=2, batch_first=True, bidirectional=True)
     with torch.no_grad():
         for name, p in m.named_parameters():
             getattr(ref, name).copy_(torch.from_numpy(np.array(p.data)))
     for length in LENGTHS:
         x = _x(length, batch=3)
-        ours, theirs = run(g, {"x": x}), ort.run({"x": x})
+        ours, theirs, again = run(g, {"x": x}), ort.run({"x": x}), run(back, {"x": x})
         with torch.no_grad():
             y, h = ref(torch.from_numpy(x))
         want = [y.numpy(), *(t.numpy() for t in (h if isinstance(h, tuple) else (h,)))]
         for i, w in enumerate(want):
             np.testing.assert_allclose(ours[f"output{i}"], w, rtol=1e-5, atol=1e-5)
             np.testing.assert_allclose(theirs[f"output{i}"], w, rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(again[f"output{i}"], w, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("training", [False, True])
@@ -187,7 +195,8 @@ def test_reverse_scan_gradients_match_finite_differences(kind: str, training: bo
             assert got[f"grad:{name}"][idx] == pytest.approx(num, rel=2e-2, abs=2e-3)
 
 
-def test_training_step_at_symbolic_length_runs_at_two_lengths() -> None:
+def _train_step() -> tuple[TrainStep, list[dict[str, np.ndarray]]]:
+    """An LSTM regression step traced at symbolic length, and batches of lengths 5 and 9."""
     manual_seed(0)
     m = nn.LSTM(5, 6, batch_first=True)
     head = nn.Linear(6, 1)
@@ -200,19 +209,40 @@ def test_training_step_at_symbolic_length_runs_at_two_lengths() -> None:
     root = nn.ModuleDict({"rnn": m, "head": head})
     ts = make_train_step(trace(loss_fn, [("N", "T", 5), ("N", "T", 1)], module=root,
                                training=True), SGD(lr=0.1))
-    assert "scan" in _ops(ts.graph)
-    runner = NumpyStepRunner(ts.graph, ts.info.state, ts.initial_state)
     rng = np.random.default_rng(0)
     batches = []
     for length in (5, 9):
         x = rng.normal(size=(8, length, 5)).astype(np.float32)
         batches.append({"x": x, "y": np.cumsum(x[..., :1], axis=1) * 0.3})
+    return ts, batches
+
+
+def test_training_step_at_symbolic_length_learns_at_two_lengths() -> None:
+    ts, batches = _train_step()
+    assert "scan" in _ops(ts.graph)
+    runner = NumpyStepRunner(ts.graph, ts.info.state, ts.initial_state)
     first = [float(runner.step(b)["loss"]) for b in batches]
     for _ in range(30):
         for b in batches:
             runner.step(b)
     last = [float(runner.step(b)["loss"]) for b in batches]
     assert all(b < 0.7 * a for a, b in zip(first, last, strict=True))
+
+
+def test_training_step_at_symbolic_length_agrees_on_ort() -> None:
+    pytest.importorskip("onnxruntime")
+    from lbdl_graph.backends.onnx.stateful import OrtStatefulRunner
+
+    ts, batches = _train_step()
+    ours = NumpyStepRunner(ts.graph, ts.info.state, ts.initial_state)
+    theirs = OrtStatefulRunner(ts.graph, {s: f"{s}:next" for s in ts.info.state},
+                               init=ts.initial_state)
+    for b in batches * 2:
+        np.testing.assert_allclose(theirs.step(b)["loss"], ours.step(b)["loss"], rtol=1e-5,
+                                   atol=1e-6)
+    sa, sb = ours.state(), theirs.state()
+    for k in ts.info.params:
+        np.testing.assert_allclose(sb[k], sa[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
 
 def test_bad_unroll_is_a_typed_error() -> None:
