@@ -81,13 +81,22 @@ def _backward_body(body: Graph, n_states: int, n_x: int, with_dy: Sequence[bool]
     fc = [v for v in caps if v.dtype.is_float]
     outs_y = body.outputs[n_states:]
     bb = GraphBuilder(f"{body.name}_grad")
-    d_s = [bb.input(f"d_{v.name}", v.dtype, v.shape) for v in fs]
-    d_c = [bb.input(f"acc_{v.name}", v.dtype, v.shape) for v in fc]
-    x_t = [bb.input(v.name, v.dtype, v.shape) for v in slices]
-    s_t = [bb.input(v.name, v.dtype, v.shape) for v in states]
-    dy_t = [bb.input(f"d_{v.name}", v.dtype, v.shape)
-            for v, keep in zip(outs_y, with_dy, strict=True) if keep]
-    c_in = [bb.input(v.name, v.dtype, v.shape) for v in caps]
+    taken: set[str] = set()
+
+    def entry(name: str, like: Value) -> Value:
+        fresh, i = name, 0
+        while fresh in taken:  # a gradient body differentiated again reuses names
+            i += 1
+            fresh = f"{name}_{i}"
+        taken.add(fresh)
+        return bb.input(fresh, like.dtype, like.shape)
+
+    d_s = [entry(f"d_{v.name}", v) for v in fs]
+    d_c = [entry(f"acc_{v.name}", v) for v in fc]
+    x_t = [entry(v.name, v) for v in slices]
+    s_t = [entry(v.name, v) for v in states]
+    dy_t = [entry(f"d_{v.name}", v) for v, keep in zip(outs_y, with_dy, strict=True) if keep]
+    c_in = [entry(v.name, v) for v in caps]
     with bb:
         start = len(bb.nodes)
         res = _inline(body, [*s_t, *x_t, *c_in])

@@ -248,3 +248,25 @@ def test_training_step_at_symbolic_length_agrees_on_ort() -> None:
 def test_bad_unroll_is_a_typed_error() -> None:
     with pytest.raises(LbdlError, match="unroll"):
         nn.LSTM(3, 4, unroll="yes")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_second_order_through_the_reverse_scan(training: bool) -> None:
+    """d/dx sum(grad_x^2): the reverse scan's own VJP (a scan of the gradient body)."""
+    from lbdl_graph import ops
+    from lbdl_graph.builder import GraphBuilder
+
+    manual_seed(0)
+    m = nn.GRU(3, 4, batch_first=True)
+    g1 = grad(trace(_loss_fn(m), [("N", "T", 3)], module=m, training=training), "loss", ["x"])
+    b = GraphBuilder.from_graph(g1)
+    with b:
+        gx = g1.outputs[[v.name for v in g1.outputs].index("grad:x")]
+        s = ops.reduce_sum(ops.mul(gx, gx), axes=None, keepdims=False)
+    g2 = b.build({"s": s})
+    gg = grad(g2, "s", ["x"])
+    x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32)
+    got = run(gg, {"x": x})[gg.metadata["grads"]["x"]]
+    for idx in ((1, 2, 0), (0, 4, 2)):
+        num = _numeric(lambda x=x: float(run(g2, {"x": x})["s"]), x, idx)
+        assert got[idx] == pytest.approx(num, rel=2e-2, abs=2e-3)
