@@ -19,8 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from lbdl_graph import ops
-from lbdl_graph.builder import GraphBuilder
-from lbdl_graph.errors import ShapeError
+from lbdl_graph.builder import GraphBuilder, current_builder
+from lbdl_graph.errors import LbdlError, ShapeError
 from lbdl_graph.graph import Graph, Value
 
 from .. import functional as F
@@ -116,7 +116,14 @@ class _RNNBase(Module):
         caps = [w_t] if b_hh is None else [w_t, b_hh]
         # in training mode the body also returns the state entering each step, so the
         # scan's VJP reads the per-step carries instead of recomputing them
-        body = self._cell_body(proj, states, caps, carries=self.training)
+        try:
+            body = self._cell_body(proj, states, caps, carries=self.training)
+        except LbdlError as e:
+            scope = current_builder().scope_name
+            node = f"{scope}/scan_l{layer}{sfx}" if scope else f"scan_l{layer}{sfx}"
+            raise type(e)(f"{type(self).__name__} layer {layer}{sfx} (the scan body of the "
+                          f"cell): {e.message}", node=node, op="scan", source=e.source,
+                          hint=e.hint) from None
         n_out = len(body.outputs) - len(states)
         outs = ops.scan(*[s.value for s in states], proj.value, *[c.value for c in caps],
                         body=body, num_scan_inputs=1, num_captures=len(caps),

@@ -4,6 +4,7 @@ scan against the unrolled graph's, finite differences and ORT; a training step a
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from lbdl_graph.backends.numpy import run
 from lbdl_graph.backends.numpy.stateful import NumpyStepRunner
-from lbdl_graph.errors import LbdlError
+from lbdl_graph.errors import LbdlError, ShapeError
 from lbdl_graph.frontends import Tensor, manual_seed, nn, trace
 from lbdl_graph.frontends.module import Module
 from lbdl_graph.graph import Graph
@@ -134,10 +135,9 @@ def test_gradients_at_symbolic_length_equal_the_unrolled_ones(kind: str, trainin
     assert len(scans) == (8 if training else 12)
     assert sum("carries" in n for n in scans) == (0 if training else 4)
     ort = None
-    if kind == "LSTM":  # ORT on one layer kind keeps the file fast
+    if importlib.util.find_spec("onnxruntime") is not None:
         from lbdl_graph.backends.onnx import OrtRunner
 
-        pytest.importorskip("onnxruntime")
         ort = OrtRunner(gg, training=False)
     for length in (3, 7):
         x = _x(length)
@@ -245,9 +245,13 @@ def test_training_step_at_symbolic_length_agrees_on_ort() -> None:
         np.testing.assert_allclose(sb[k], sa[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
 
-def test_bad_unroll_is_a_typed_error() -> None:
+def test_bad_input_is_a_typed_error_naming_the_layer() -> None:
     with pytest.raises(LbdlError, match="unroll"):
         nn.LSTM(3, 4, unroll="yes")  # type: ignore[arg-type]
+    m = nn.GRU(3, 4)
+    with pytest.raises(ShapeError, match=r"GRU layer 0 \(the scan body.*5 vs 4") as e:
+        trace(lambda x, h: m(x, h), [("T", "N", 3), (1, "N", 5)], module=m)
+    assert e.value.node == "scan_l0" and e.value.source is not None
 
 
 @pytest.mark.parametrize("training", [False, True])
