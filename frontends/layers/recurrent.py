@@ -226,6 +226,8 @@ class _RNNBase(Module):
             s += ", batch_first=True"
         if self.bidirectional:
             s += ", bidirectional=True"
+        if self.unroll is not None:
+            s += f", unroll={self.unroll}"
         return s
 
 

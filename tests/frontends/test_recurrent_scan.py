@@ -305,3 +305,22 @@ def test_recurrent_lm_with_dropout_trains_at_symbolic_length_on_both_backends() 
         feeds = {"idx": idx, "tgt": np.roll(idx, -1, 1)}
         np.testing.assert_allclose(theirs.step(feeds)["loss"], ours.step(feeds)["loss"],
                                    rtol=1e-5, atol=1e-6)
+
+
+def test_given_initial_state_at_symbolic_length() -> None:
+    manual_seed(0)
+    m = nn.LSTM(3, 4, num_layers=2, bidirectional=True)
+
+    def f(x: Tensor, h: Tensor, c: Tensor) -> object:
+        return m(x, (h, c))
+
+    state = [(4, "N", 4), (4, "N", 4)]
+    g = trace(f, [("T", "N", 3), *state], module=m, training=False)
+    rng = np.random.default_rng(0)
+    feeds = {"x": rng.normal(size=(6, 2, 3)).astype(np.float32),
+             "h": rng.normal(size=(4, 2, 4)).astype(np.float32),
+             "c": rng.normal(size=(4, 2, 4)).astype(np.float32)}
+    got = run(g, feeds)
+    want = run(trace(f, [(6, "N", 3), *state], module=m, training=False), feeds)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-5, err_msg=k)
