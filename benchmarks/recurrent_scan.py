@@ -5,9 +5,10 @@ a second forward scan) and in training mode (``scan_train``: the forward scan al
 carries, which the gradient reads). For each form: the time to trace the forward graph and to
 build its gradient graph (trace of forward + loss, then ``grad``), their node counts (top level,
 and with the scan bodies' nodes), the ONNX file size, the ONNX Runtime session creation time,
-and the median time of an inference call and of a forward + backward call on NumPy and on ONNX
-Runtime, all forms timed in turn (``interleaved``). Every library gets ``--threads`` threads
-(ORT's intra-op pool and the BLAS pool, non-spinning ORT pools); ``--json`` for machines.
+and the median time of an inference call and of a forward + backward call on NumPy (an
+``Interpreter`` compiled once) and on ONNX Runtime (one session), all forms timed in turn
+(``interleaved``). Every library gets ``--threads`` threads (ORT's intra-op pool and the BLAS
+pool, non-spinning ORT pools); ``--json`` for machines.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import interleaved
 
 from lbdl_graph.backends.numpy import run
+from lbdl_graph.backends.numpy.interpreter import Interpreter
 from lbdl_graph.backends.onnx import OrtRunner, to_onnx
 from lbdl_graph.frontends import Tensor, manual_seed, nn, trace
 from lbdl_graph.graph import Graph
@@ -87,9 +89,10 @@ def measure(length: int, batch: int, hidden: int, repeat: int, threads: int) -> 
         ort_f = OrtRunner(fwd, **opts)
         ort_b = OrtRunner(bwd, **opts)
         out[f"{form}_ort_sessions_s"] = round(time.perf_counter() - t0, 3)
-        calls[f"{form}_numpy_infer"] = lambda g=fwd: run(g, feeds)
+        np_f, np_b = Interpreter(fwd), Interpreter(bwd)  # compiled once, as a runner would
+        calls[f"{form}_numpy_infer"] = lambda i=np_f: i.run(feeds)
         calls[f"{form}_ort_infer"] = lambda r=ort_f: r.run(feeds)
-        calls[f"{form}_numpy_fwd_bwd"] = lambda g=bwd: run(g, feeds)
+        calls[f"{form}_numpy_fwd_bwd"] = lambda i=np_b: i.run(feeds)
         calls[f"{form}_ort_fwd_bwd"] = lambda r=ort_b: r.run(feeds)
     got = {k: run(g, feeds) for k, g in (("a", trace(m, [forms["unrolled"][0]], training=False)),
                                           ("b", trace(m, [sym], training=False)))}
