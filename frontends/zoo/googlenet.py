@@ -237,10 +237,10 @@ ZOO_ENTRIES = [
         name="googlenet_tiny",
         config=GOOGLENET_TINY,
         build=GoogLeNet,
-        inputs={"x": InputSpec(("N", 3, 32, 32))},
+        inputs={"x": InputSpec(("N", 3, 64, 64))},
         outputs={"output": ("N", 10)},
         description="GoogLeNet with every width divided by 16 (stem 4-4-12, inception5b "
                     "64 channels)",
-        task="image classification (32x32 images)",
+        task="image classification (64x64 images)",
     ),
 ]
