@@ -1,5 +1,5 @@
-"""AlexNet (book section 7.6's ImageNet breakthrough; Krizhevsky et al. 2012), torchvision's
-single-tower version.
+"""AlexNet (a larger LeNet, book section 5.2; the seed course's chapter 7.6; Krizhevsky et al.
+2012), torchvision's single-tower version.
 
 Five convolutions (11x11 stride 4, 5x5, then three 3x3) with ReLU and three 3x3 stride-2 max
 poolings form ``features``; an adaptive average pooling to 6x6 and the ``classifier``

@@ -1,4 +1,5 @@
-"""GoogLeNet / Inception v1 (book section 7.6; Szegedy et al. 2014), torchvision's version.
+"""GoogLeNet / Inception v1 (the seed course's glossary and chapter 7.6; Szegedy et al. 2014),
+torchvision's version.
 
 A stem (7x7/2 convolution, max pooling, 1x1 and 3x3 convolutions, max pooling) feeds nine
 Inception modules (``inception3a`` ... ``inception5b``, max poolings between the stages). An

@@ -1,4 +1,5 @@
-"""VGG networks (book section 7.6; Simonyan and Zisserman 2014), torchvision's layout.
+"""VGG networks (book sections 5.2 and 6.3; the seed course's chapter 7.6; Simonyan and Zisserman
+2014), torchvision's layout.
 
 ``features`` is a stack of 3x3 convolutions (padding 1, ReLU; with ``batch_norm`` a BatchNorm
 between convolution and ReLU, as ``vgg16_bn``) and 2x2 max poolings, listed in ``layers`` as
