@@ -3,8 +3,8 @@ written in the DSL like ``torch.nn`` code.
 
 Each family lives in its own module (``mlp``, ``lenet``, ``alexnet``, ``vgg``, ``resnet``,
 ``googlenet``, ``transformer``, ``gpt``, ``bert``, ``vit``, ``autoencoder``, ``unet``,
-``detector``, ``clip``, ``dqn``, ``diffusion``, ``gan``, ``gnn``, ``rnn_lm``, ``embedder``)
-with Module classes and config dataclasses.
+``detector``, ``clip``, ``dqn``, ``diffusion``, ``gan``, ``gnn``, ``rnn_lm``, ``embedder``,
+``siamese``) with Module classes and config dataclasses.
 :data:`ZOO` maps every configuration's name to a :class:`ZooEntry` (constructor, example input
 specs with a symbolic batch dim ``N``, expected outputs, description, task)::
 
@@ -38,6 +38,7 @@ from . import (
     mlp,
     resnet,
     rnn_lm,
+    siamese,
     transformer,
     unet,
     vgg,
@@ -62,6 +63,7 @@ from .lenet import LeNet, LeNetConfig
 from .mlp import MLP, MLPConfig
 from .resnet import BasicBlock, Bottleneck, ResNet, ResNetConfig
 from .rnn_lm import RecurrentLM, RNNLMConfig
+from .siamese import Siamese, SiameseConfig
 from .transformer import Transformer, TransformerBlock, TransformerConfig
 from .unet import UNet, UNetConfig
 from .vgg import VGG, VGGConfig
@@ -70,7 +72,7 @@ from .whisper import LogMel, Whisper, WhisperConfig, mel_filterbank
 
 _FAMILIES = (mlp, lenet, alexnet, vgg, resnet, googlenet, transformer, gpt, bert, vit,
              autoencoder, unet, detector, clip, dqn, diffusion, gan, gnn, rnn_lm, embedder,
-             whisper)
+             siamese, whisper)
 
 #: Every zoo configuration by name, in book order.
 ZOO: dict[str, ZooEntry] = {e.name: e for fam in _FAMILIES for e in fam.ZOO_ENTRIES}
@@ -132,6 +134,8 @@ __all__ = [
     "RecurrentLM",
     "ResNet",
     "ResNetConfig",
+    "Siamese",
+    "SiameseConfig",
     "TextEmbedder",
     "TinyDetector",
     "Transformer",
