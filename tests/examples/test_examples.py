@@ -15,6 +15,11 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 #: script -> regular expressions its output must contain (besides the ONNX check line)
 EXPECTED: dict[str, list[str]] = {
+    "classic_cnns.py": [r"baselines: majority class \d\.\d{3}, logistic regression on the 64 "
+                        r"pixels \d\.\d{3}",
+                        *(rf"{m} +[\d,]+ parameters +untrained \d\.\d{{3}} +trained \d\.\d{{3}}"
+                          for m in ("AlexNet", "VGG-16", "GoogLeNet")),
+                        r"classic_cnns_googlenet\.onnx .* \[agree within"],
     "classify_digits.py": [r"loss curves numpy vs onnxruntime: max abs difference per epoch",
                            r"held-out accuracy: trained on numpy \d\.\d{3}",
                            r"held-out accuracy: trained on onnxruntime \d\.\d{3}"],

@@ -68,6 +68,37 @@ def resnet(c) -> int:
     return total + lin(cin, c.num_classes)
 
 
+def alexnet(c) -> int:
+    chans, kernels = (c.in_channels, *c.widths), (11, 5, 3, 3, 3)
+    return (sum(conv(a, b, k) for (a, b), k in zip(itertools.pairwise(chans), kernels,
+                                                    strict=True))
+            + mlp(c.widths[-1] * c.pool_size ** 2, c.hidden, c.hidden, c.num_classes))
+
+
+def vgg(c) -> int:
+    chans = [c.in_channels, *(v for v in c.layers if v != "M")]
+    return (sum(conv(a, b, 3) + (norm(b) if c.batch_norm else 0)
+                for a, b in itertools.pairwise(chans))
+            + mlp(chans[-1] * c.pool_size ** 2, c.hidden, c.hidden, c.num_classes))
+
+
+def googlenet(c) -> int:
+    def basic(a: int, b: int, k: int) -> int:  # conv without bias + BatchNorm
+        return conv(a, b, k, False) + norm(b)
+
+    s1, s2, s3 = c.stem
+    total, cin, ins = basic(c.in_channels, s1, 7) + basic(s1, s2, 1) + basic(s2, s3, 3), s3, []
+    for c1, r3, c3, r5, c5, pool in c.blocks:
+        ins.append(cin)
+        total += (basic(cin, c1, 1) + basic(cin, r3, 1) + basic(r3, c3, 3) + basic(cin, r5, 1)
+                  + basic(r5, c5, 3) + basic(cin, pool, 1))
+        cin = c1 + c3 + c5 + pool
+    if c.aux_logits:  # after inception4a (the input of 4b) and 4d (the input of 4e)
+        total += sum(basic(w, c.aux_channels, 1) + mlp(16 * c.aux_channels, c.aux_hidden,
+                                                       c.num_classes) for w in (ins[3], ins[6]))
+    return total + lin(cin, c.num_classes)
+
+
 def gpt(c) -> int:
     d = c.d_model
     head = c.vocab_size * d if c.head and not c.tie_weights else 0
@@ -105,6 +136,12 @@ def formula(name: str) -> int:
                       c.in_channels * c.image_size ** 2))
     if name.startswith("resnet"):
         return resnet(c)
+    if name.startswith("alexnet"):
+        return alexnet(c)
+    if name.startswith("vgg"):
+        return vgg(c)
+    if name.startswith("googlenet"):
+        return googlenet(c)
     if name.startswith("transformer"):
         d = c.d_model
         emb = c.src_vocab * d + (0 if c.share_embeddings else c.tgt_vocab * d)
@@ -177,8 +214,16 @@ def test_known_tiny_totals():
 
 
 BOOK = {"resnet18": 11_689_512, "resnet50": 25_557_032, "gpt2_small": 124_439_808,
-        "vit_b16": 86_567_656, "transformer_base": 63_082_496,
+        "vit_b16": 86_567_656, "transformer_base": 63_082_496, "alexnet": 61_100_840,
+        "googlenet": 6_624_904,  # vgg16 (138M) is built without drawing, in test_classic_cnns
         "capsnet_mnist": 8_215_568}  # Sabour et al.'s network, as usually counted
+
+
+def test_vgg16_and_googlenet_aux_formulas() -> None:
+    from lbdl_graph.frontends.zoo import GoogLeNetConfig
+
+    assert formula("vgg16") == 138_357_544
+    assert googlenet(GoogLeNetConfig(aux_logits=True)) == 13_004_888  # torchvision, aux heads
 
 
 @pytest.mark.parametrize("name", sorted(BOOK))
