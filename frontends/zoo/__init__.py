@@ -3,7 +3,7 @@ written in the DSL like ``torch.nn`` code.
 
 Each family lives in its own module (``mlp``, ``lenet``, ``resnet``, ``transformer``, ``gpt``,
 ``bert``, ``vit``, ``autoencoder``, ``unet``, ``detector``, ``clip``, ``dqn``, ``diffusion``,
-``gan``, ``gnn``, ``rnn_lm``, ``embedder``) with Module classes and config dataclasses.
+``gan``, ``gnn``, ``relation``, ``rnn_lm``, ``embedder``) with Module classes and config dataclasses.
 :data:`ZOO` maps every configuration's name to a :class:`ZooEntry` (constructor, example input
 specs with a symbolic batch dim ``N``, expected outputs, description, task)::
 
@@ -32,6 +32,7 @@ from . import (
     gpt,
     lenet,
     mlp,
+    relation,
     resnet,
     rnn_lm,
     transformer,
@@ -53,6 +54,7 @@ from .gnn import GCN, GCNConfig, GraphConv, normalize_adjacency
 from .gpt import GPT, GPTConfig
 from .lenet import LeNet, LeNetConfig
 from .mlp import MLP, MLPConfig
+from .relation import RelationNetwork, RelationNetworkConfig
 from .resnet import BasicBlock, Bottleneck, ResNet, ResNetConfig
 from .rnn_lm import RecurrentLM, RNNLMConfig
 from .transformer import Transformer, TransformerBlock, TransformerConfig
@@ -61,7 +63,7 @@ from .vit import ViT, ViTConfig
 from .whisper import LogMel, Whisper, WhisperConfig, mel_filterbank
 
 _FAMILIES = (mlp, lenet, resnet, transformer, gpt, bert, vit, autoencoder, unet, detector, clip,
-             dqn, diffusion, gan, gnn, rnn_lm, embedder, whisper)
+             dqn, diffusion, gan, gnn, relation, rnn_lm, embedder, whisper)
 
 #: Every zoo configuration by name, in book order.
 ZOO: dict[str, ZooEntry] = {e.name: e for fam in _FAMILIES for e in fam.ZOO_ENTRIES}
@@ -116,6 +118,8 @@ __all__ = [
     "MLPConfig",
     "RNNLMConfig",
     "RecurrentLM",
+    "RelationNetwork",
+    "RelationNetworkConfig",
     "ResNet",
     "ResNetConfig",
     "TextEmbedder",
