@@ -17,10 +17,12 @@ last axis of that tensor.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 
 from lbdl_graph.errors import OpError
 
+from .. import init
 from ..layers import Linear, Sequential
 from ..module import Module
 from ..tensor import Tensor
@@ -61,6 +63,10 @@ class RelationNetwork(Module):
         self.g_left = Linear(c.object_dim, h)
         self.g_right = Linear(c.object_dim, h, bias=False)
         self.g_question = Linear(c.question_dim, h, bias=False)
+        bound = 1.0 / math.sqrt(2 * c.object_dim + c.question_dim)  # as one Linear would be
+        for lin in (self.g_left, self.g_right, self.g_question):
+            init.uniform_(lin.weight, -bound, bound)
+        init.uniform_(self.g_left.bias, -bound, bound)
         self.g_act = activation(c.activation)
         layers: list[Module] = []
         for a, b in itertools.pairwise(c.g_hidden):
