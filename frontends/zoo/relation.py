@@ -41,10 +41,10 @@ class RelationNetworkConfig:
     one) and of ``f_phi``'s hidden layers, and the number of answers (logits)."""
 
     object_dim: int = 10
-    question_dim: int = 12
+    question_dim: int = 13
     g_hidden: tuple[int, ...] = (64, 64, 64)
     f_hidden: tuple[int, ...] = (64,)
-    num_answers: int = 10
+    num_answers: int = 11
     activation: str = "relu"
     dropout: float = 0.0
 
@@ -92,10 +92,10 @@ ZOO_ENTRIES = [
         name="relation_network",
         config=RelationNetworkConfig(),
         build=RelationNetwork,
-        inputs={"objects": InputSpec(("N", "S", 10)), "question": InputSpec(("N", 12))},
-        outputs={"output": ("N", 10)},
-        description="relation network: g_theta 32-64-64-64 over all S^2 object pairs "
-                    "(broadcast, S symbolic), summed, f_phi 64-64-10",
+        inputs={"objects": InputSpec(("N", "S", 10)), "question": InputSpec(("N", 13))},
+        outputs={"output": ("N", 11)},
+        description="relation network: g_theta 33-64-64-64 over all S^2 object pairs "
+                    "(broadcast, S symbolic), summed, f_phi 64-64-11",
         task="relational question answering over a set of objects (Sort-of-CLEVR-like)",
     ),
 ]

@@ -65,6 +65,11 @@ EXPECTED: dict[str, list[str]] = {
     "saliency.py": [r"held-out accuracy: trained \d\.\d{3}, majority class",
                     r"random ink pixels \(baseline\) +\d\.\d{3}",
                     r"integrated gradients +\d\.\d{3}", r"pictures: .*saliency\.png"],
+    "relation_network.py": [r"held-out accuracy: majority answer per type \(baseline\) +"
+                            r"non-relational \d\.\d{3} +relational \d\.\d{3}",
+                            r"held-out accuracy: MLP, same steps \(baseline\) +non-relational",
+                            r"held-out accuracy: relation network +non-relational \d\.\d{3} +"
+                            r"relational \d\.\d{3} +\(per type( \d\.\d\d){7}\)"],
     "remat_checkpointing.py": [r"peak activations [\d.]+ MiB -> [\d.]+ MiB",
                                r"losses bit-identical True, final weights and Adam moments "
                                r"bit-identical True"],
