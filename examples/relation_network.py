@@ -101,7 +101,9 @@ def main() -> None:
     train_set, test = scenes(rng, 64 * max(steps, 100)), scenes(rng, 3000)
     print(f"Sort-of-CLEVR: {K} objects per scene, {len(QUESTIONS)} question types, "
           f"{len(ANSWERS)} answers; {len(train_set['answer'])} training and {len(test['answer'])}"
-          f" held-out questions; e.g. '{QUESTIONS[3].format(COLOURS[0])}?'")
+          " held-out questions")
+    print("question types, in the order of the per-type figures: "
+          + "; ".join(f"{q.format(COLOURS[0])}?" for q in QUESTIONS))
     majority = np.array([np.bincount(train_set["answer"][train_set["kind"] == t],
                                      minlength=len(ANSWERS)).argmax()
                          for t in range(len(QUESTIONS))])
