@@ -21,11 +21,13 @@ from .linear import embedding, linear, one_hot
 from .loss import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
+    contrastive_loss,
     cross_entropy,
     info_nce,
     l1_loss,
     mse_loss,
     nll_loss,
+    pairwise_distance,
     triplet_margin_loss,
 )
 from .manipulation import (
@@ -64,6 +66,7 @@ __all__ = [
     "causal_mask",
     "chunk",
     "concat",
+    "contrastive_loss",
     "conv1d",
     "conv2d",
     "conv_transpose1d",
@@ -90,6 +93,7 @@ __all__ = [
     "one_hot",
     "ones_like",
     "pad",
+    "pairwise_distance",
     "relu",
     "scaled_dot_product_attention",
     "sigmoid",

@@ -3,8 +3,8 @@ written in the DSL like ``torch.nn`` code.
 
 Each family lives in its own module (``mlp``, ``lenet``, ``resnet``, ``transformer``, ``gpt``,
 ``bert``, ``vit``, ``autoencoder``, ``unet``, ``detector``, ``clip``, ``dqn``, ``diffusion``,
-``gan``, ``gnn``, ``relation``, ``rnn_lm``, ``embedder``) with Module classes and config
-dataclasses.
+``gan``, ``gnn``, ``relation``, ``rnn_lm``, ``embedder``, ``siamese``) with Module classes and
+config dataclasses.
 :data:`ZOO` maps every configuration's name to a :class:`ZooEntry` (constructor, example input
 specs with a symbolic batch dim ``N``, expected outputs, description, task)::
 
@@ -36,6 +36,7 @@ from . import (
     relation,
     resnet,
     rnn_lm,
+    siamese,
     transformer,
     unet,
     vit,
@@ -58,13 +59,14 @@ from .mlp import MLP, MLPConfig
 from .relation import RelationNetwork, RelationNetworkConfig
 from .resnet import BasicBlock, Bottleneck, ResNet, ResNetConfig
 from .rnn_lm import RecurrentLM, RNNLMConfig
+from .siamese import Siamese, SiameseConfig
 from .transformer import Transformer, TransformerBlock, TransformerConfig
 from .unet import UNet, UNetConfig
 from .vit import ViT, ViTConfig
 from .whisper import LogMel, Whisper, WhisperConfig, mel_filterbank
 
 _FAMILIES = (mlp, lenet, resnet, transformer, gpt, bert, vit, autoencoder, unet, detector, clip,
-             dqn, diffusion, gan, gnn, relation, rnn_lm, embedder, whisper)
+             dqn, diffusion, gan, gnn, relation, rnn_lm, embedder, siamese, whisper)
 
 #: Every zoo configuration by name, in book order.
 ZOO: dict[str, ZooEntry] = {e.name: e for fam in _FAMILIES for e in fam.ZOO_ENTRIES}
@@ -123,6 +125,8 @@ __all__ = [
     "RelationNetworkConfig",
     "ResNet",
     "ResNetConfig",
+    "Siamese",
+    "SiameseConfig",
     "TextEmbedder",
     "TinyDetector",
     "Transformer",

@@ -73,6 +73,7 @@ from .reduce import (
     reduce_prod,
     reduce_sum,
     softmax,
+    top_k,
 )
 from .shape import (
     broadcast_like,
@@ -195,6 +196,7 @@ __all__ = [
     "sub",
     "tanh",
     "tile",
+    "top_k",
     "transpose",
     "unsqueeze",
     "where",

@@ -70,6 +70,11 @@ EXPECTED: dict[str, list[str]] = {
                             r"held-out accuracy: MLP, same steps \(baseline\) +non-relational",
                             r"held-out accuracy: relation network +non-relational \d\.\d{3} +"
                             r"relational \d\.\d{3} +\(per type( \d\.\d\d){7}\)"],
+    "siamese_digits.py": [r"verification on held-out images of the seen digits 0-5",
+                          r"raw pixels +accuracy \d\.\d{3}  ROC AUC \d\.\d{3}",
+                          r"untrained encoder +accuracy \d\.\d{3}  ROC AUC \d\.\d{3}",
+                          r"trained Siamese +accuracy \d\.\d{3}  ROC AUC \d\.\d{3}",
+                          r"verification on digits 6-9, never seen in training"],
     "remat_checkpointing.py": [r"peak activations [\d.]+ MiB -> [\d.]+ MiB",
                                r"losses bit-identical True, final weights and Adam moments "
                                r"bit-identical True"],
@@ -103,3 +108,14 @@ def test_classify_digits_backends_train_identically(tmp_path: Path) -> None:
     assert gap is not None and float(gap.group(1)) < 1e-5, proc.stdout
     accs = re.findall(r"trained on \w+ (\d\.\d{3})", proc.stdout)
     assert len(accs) == 2 and accs[0] == accs[1], proc.stdout
+
+
+def test_siamese_triplet_branch_runs(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "siamese_digits.py"), "--quick",
+                           "--loss", "triplet", "--out", str(tmp_path)], capture_output=True,
+                          text=True, timeout=180, cwd=EXAMPLES.parent)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"\d+ steps of 64 triplets, [\d,]+ shared parameters, triplet loss",
+                     proc.stdout), proc.stdout
+    assert re.search(r"trained Siamese +accuracy \d\.\d{3}  ROC AUC", proc.stdout), proc.stdout
+    assert re.search(ONNX_LINE, proc.stdout), proc.stdout

@@ -147,6 +147,7 @@ def formula(name: str) -> int:
         "relation_network": lin(33, 64) + mlp(64, 64, 64) + mlp(64, 64, 11),
         "char_rnn": 96 * 32 + rnn_layers("gru", 32, 64, 1) + lin(64, 96),
         "text_embedder": 512 * 32 + mlp(32, 64, 32),
+        "siamese": conv(1, 16, 3) + conv(16, 32, 3) + mlp(32 * 2 * 2, 64, 16),
         "whisper_tiny": (20 * 32 * 3 + 32 + 32 * 32 * 3 + 32 + block(32, 64) + norm(32)
                          + 13 * 32 + 16 * 32 + decoder_block(32, 64) + norm(32)),
         "lstm_lm": 1000 * 64 + rnn_layers("lstm", 64, 64, 2) + 1000,  # tied head: bias only
