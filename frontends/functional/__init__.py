@@ -15,6 +15,7 @@ from .activation import (
     tanh,
 )
 from .attention import attention, causal_mask, scaled_dot_product_attention
+from .capsule import dynamic_routing, margin_loss, squash
 from .conv import conv1d, conv2d, conv_transpose1d, conv_transpose2d, pad
 from .dropout import dropout, dropout1d, dropout2d
 from .linear import embedding, linear, one_hot
@@ -75,6 +76,7 @@ __all__ = [
     "dropout",
     "dropout1d",
     "dropout2d",
+    "dynamic_routing",
     "embedding",
     "full_like",
     "gelu",
@@ -85,6 +87,7 @@ __all__ = [
     "leaky_relu",
     "linear",
     "log_softmax",
+    "margin_loss",
     "matmul",
     "max_pool1d",
     "max_pool2d",
@@ -101,6 +104,7 @@ __all__ = [
     "softmax",
     "softplus",
     "split",
+    "squash",
     "stack",
     "tanh",
     "triplet_margin_loss",

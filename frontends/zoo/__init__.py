@@ -1,10 +1,10 @@
 """The model zoo: the book's chapter 5 architectures and the small models of chapters 6-7,
 written in the DSL like ``torch.nn`` code.
 
-Each family lives in its own module (``mlp``, ``lenet``, ``resnet``, ``transformer``, ``gpt``,
-``bert``, ``vit``, ``autoencoder``, ``unet``, ``detector``, ``clip``, ``dqn``, ``diffusion``,
-``gan``, ``gnn``, ``relation``, ``rnn_lm``, ``embedder``, ``siamese``) with Module classes and
-config dataclasses.
+Each family lives in its own module (``mlp``, ``lenet``, ``capsnet``, ``resnet``,
+``transformer``, ``gpt``, ``bert``, ``vit``, ``autoencoder``, ``unet``, ``detector``, ``clip``,
+``dqn``, ``diffusion``, ``gan``, ``gnn``, ``relation``, ``rnn_lm``, ``embedder``, ``siamese``)
+with Module classes and config dataclasses.
 :data:`ZOO` maps every configuration's name to a :class:`ZooEntry` (constructor, example input
 specs with a symbolic batch dim ``N``, expected outputs, description, task)::
 
@@ -15,7 +15,7 @@ specs with a symbolic batch dim ``N``, expected outputs, description, task)::
     feeds = ZOO["gpt_mini"].example_inputs({"N": 2, "T": 16})
 
 ``tiny`` entries are test-sized and meant to be run; the others (``resnet18``, ``resnet50``,
-``transformer_base``, ``gpt2_small``, ``vit_b16``) are the book-size models.
+``transformer_base``, ``gpt2_small``, ``vit_b16``, ``capsnet_mnist``) are the book-size models.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from __future__ import annotations
 from . import (
     autoencoder,
     bert,
+    capsnet,
     clip,
     detector,
     diffusion,
@@ -46,6 +47,7 @@ from ._common import Unflatten, count_parameters
 from ._registry import DEFAULT_DIMS, ZooEntry, concrete_shape
 from .autoencoder import VAE, Autoencoder, AutoencoderConfig, VAEConfig, vae_loss
 from .bert import Bert, BertConfig, BertForMaskedLM, BertForSequenceClassification
+from .capsnet import CapsNet, CapsNetConfig, capsnet_loss
 from .clip import CLIP, CLIPConfig, clip_loss
 from .detector import DetectorConfig, TinyDetector
 from .diffusion import DiffusionConfig, DiffusionDenoiser, noise_schedule
@@ -65,8 +67,8 @@ from .unet import UNet, UNetConfig
 from .vit import ViT, ViTConfig
 from .whisper import LogMel, Whisper, WhisperConfig, mel_filterbank
 
-_FAMILIES = (mlp, lenet, resnet, transformer, gpt, bert, vit, autoencoder, unet, detector, clip,
-             dqn, diffusion, gan, gnn, relation, rnn_lm, embedder, siamese, whisper)
+_FAMILIES = (mlp, lenet, capsnet, resnet, transformer, gpt, bert, vit, autoencoder, unet, detector,
+             clip, dqn, diffusion, gan, gnn, relation, rnn_lm, embedder, siamese, whisper)
 
 #: Every zoo configuration by name, in book order.
 ZOO: dict[str, ZooEntry] = {e.name: e for fam in _FAMILIES for e in fam.ZOO_ENTRIES}
@@ -104,6 +106,8 @@ __all__ = [
     "BertForSequenceClassification",
     "Bottleneck",
     "CLIPConfig",
+    "CapsNet",
+    "CapsNetConfig",
     "DQNConfig",
     "DetectorConfig",
     "DiffusionConfig",
@@ -141,6 +145,7 @@ __all__ = [
     "Whisper",
     "WhisperConfig",
     "ZooEntry",
+    "capsnet_loss",
     "clip_loss",
     "concrete_shape",
     "count_parameters",

@@ -130,38 +130,6 @@ def _conv_transpose_vjp(g: Value, out: Value, x: Value, w: Value, b: Value | Non
     return (gx, gw, gb)
 
 
-def _tiles(x: Value, kernel_shape: Ints, strides: Ints | None, pads: Ints | None,
-           dilations: Ints | None) -> Ints | None:
-    """The output sizes when the windows tile ``x`` exactly (stride = kernel, no padding or
-    dilation, static sizes divisible by the kernel); None otherwise."""
-    s, p, d = _window(len(kernel_shape), strides, pads, dilations)
-    sizes = x.shape[2:]
-    if tuple(s) != tuple(kernel_shape) or any(p) or any(v != 1 for v in d) or not all(
-            isinstance(n, int) and n % k == 0 for n, k in zip(sizes, kernel_shape, strict=True)):
-        return None
-    return tuple(int(n) // k for n, k in zip(sizes, kernel_shape, strict=True))
-
-
-def _tiled_max_pool_grad(gy: Value, x: Value, y: Value, kernel_shape: Ints, outs: Ints) -> Value:
-    """x_bar for windows that tile x, with no scatter and no Indices: x viewed as (N, C, o0, k0,
-    o1, k1, ...) against y and g as (N, C, o0, 1, o1, 1, ...); each window's cotangent goes to
-    its first maximum in row-major order, the position MaxPool's Indices name."""
-    xv = ops.reshape(x, shape=(0, 0, *[v for o, k in zip(outs, kernel_shape, strict=True)
-                                       for v in (o, k)]))
-    per_window = (0, 0, *[v for o in outs for v in (o, 1)])
-    hit = ops.cast(ops.equal(xv, ops.reshape(y, shape=per_window)), to=x.dtype)
-    axes = [3 + 2 * i for i in range(len(outs))]
-    before: Value | None = None  # maxima earlier in the window, in row-major order
-    for i, a in enumerate(axes):
-        rows = ops.reduce_sum(hit, axes=tuple(axes[i + 1:]), keepdims=True) if axes[i + 1:] \
-            else hit
-        earlier = ops.cumsum(rows, axis=a, exclusive=True)
-        before = earlier if before is None else ops.add(before, earlier)
-    assert before is not None
-    first = ops.mul(hit, ops.cast(ops.equal(before, scalar(0.0, before)), to=x.dtype))
-    return reshape_to(ops.mul(first, ops.reshape(gy, shape=per_window)), x)
-
-
 @VJPS.register(ops.max_pool)
 def _max_pool_vjp(g: tuple[Value | None, ...], out: tuple[Value, ...], x: Value, *,
                   kernel_shape: Ints, strides: Ints | None, pads: Ints | None, ceil_mode: bool,
@@ -171,9 +139,6 @@ def _max_pool_vjp(g: tuple[Value | None, ...], out: tuple[Value, ...], x: Value,
     gy, idx = g[0], out[1]
     if gy is None:
         return (None,)
-    outs = _tiles(x, kernel_shape, strides, pads, dilations)
-    if outs is not None:
-        return (_tiled_max_pool_grad(gy, x, out[0], kernel_shape, outs),)
     flat = (-1,)
     grad = ops.scatter_elements(ops.reshape(zeros_like(x), shape=flat),
                                 ops.reshape(idx, shape=flat), ops.reshape(gy, shape=flat),

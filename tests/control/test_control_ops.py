@@ -217,9 +217,6 @@ def test_scan_and_loop_gradients_match_finite_differences() -> None:
 
 
 def test_gradient_errors_name_the_node() -> None:
-    with pytest.raises(AutodiffError, match="symbolic length") as e:
-        grad(_rnn("T"), "loss", ["xs"])
-    assert e.value.node is not None and "scan" in e.value.node
     b = GraphBuilder("g")
     x = b.input("x", "float32", ["N"])
     sub = _if().nodes[0]

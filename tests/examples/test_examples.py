@@ -18,6 +18,13 @@ EXPECTED: dict[str, list[str]] = {
     "classify_digits.py": [r"loss curves numpy vs onnxruntime: max abs difference per epoch",
                            r"held-out accuracy: trained on numpy \d\.\d{3}",
                            r"held-out accuracy: trained on onnxruntime \d\.\d{3}"],
+    "capsules_digits.py": [r"held-out accuracy: majority class \d\.\d{3}, untrained CapsNet "
+                           r"\d\.\d{3}, CNN baseline \d\.\d{3}",
+                           r"held-out accuracy: CapsNet, 3 routing round\(s\) \d\.\d{3}",
+                           r"held-out accuracy: CapsNet, 1 routing round\(s\) \d\.\d{3}",
+                           r"shifted by one pixel: CNN baseline \d\.\d{3}, CapsNet, 3 routing "
+                           r"round\(s\) \d\.\d{3}",
+                           r"inference graph: \d+ nodes, 2 routing softmax node\(s\)"],
     "denoising_autoencoder.py": [r"PSNR vs clean test images: noisy input +\d+\.\d+ dB",
                                  r"PSNR vs clean test images: trained autoencoder +\d+\.\d+ dB"],
     "detection.py": [r"best anchor without regression: mean IoU",

@@ -95,6 +95,14 @@ def formula(name: str) -> int:
         chans = (c.in_channels, *c.channels)
         return (sum(conv(a, b, c.kernel_size) for a, b in itertools.pairwise(chans))
                 + mlp(c.flat_features(), *c.hidden, c.num_classes))
+    if name.startswith("capsnet"):  # conv, primary capsule conv, W_ij (no bias), decoder
+        grid = ((c.image_size + 2 * c.conv_padding - c.conv_kernel + 1 + 2 * c.primary_padding
+                 - c.primary_kernel) // c.primary_stride + 1)
+        return (conv(c.in_channels, c.conv_channels, c.conv_kernel)
+                + conv(c.conv_channels, c.primary_types * c.primary_dim, c.primary_kernel)
+                + c.primary_types * grid * grid * c.num_classes * c.caps_dim * c.primary_dim
+                + mlp(c.num_classes * c.caps_dim, *c.decoder_hidden,
+                      c.in_channels * c.image_size ** 2))
     if name.startswith("resnet"):
         return resnet(c)
     if name.startswith("transformer"):
@@ -164,13 +172,15 @@ def test_known_tiny_totals():
     # a few totals worked out by hand, so that the formulas above are checked too
     expected = {"mlp": 269_322, "lenet": 105_506, "lenet5": 61_706, "lenet_digits": 105_506,
                 "resnet_tiny": 19_954, "transformer_tiny": 45_568, "gpt_mini": 813_824,
-                "vit_tiny": 26_346, "dqn_atari": 1_693_362, "gnn": 23_063}
+                "vit_tiny": 26_346, "dqn_atari": 1_693_362, "gnn": 23_063,
+                "capsnet": 252_736}
     for name, n in expected.items():
         assert formula(name) == n, name
 
 
 BOOK = {"resnet18": 11_689_512, "resnet50": 25_557_032, "gpt2_small": 124_439_808,
-        "vit_b16": 86_567_656, "transformer_base": 63_082_496}
+        "vit_b16": 86_567_656, "transformer_base": 63_082_496,
+        "capsnet_mnist": 8_215_568}  # Sabour et al.'s network, as usually counted
 
 
 @pytest.mark.parametrize("name", sorted(BOOK))
