@@ -3,8 +3,8 @@ written in the DSL like ``torch.nn`` code.
 
 Each family lives in its own module (``mlp``, ``lenet``, ``capsnet``, ``alexnet``, ``vgg``,
 ``resnet``, ``googlenet``, ``transformer``, ``gpt``, ``bert``, ``vit``, ``autoencoder``, ``unet``,
-``detector``, ``clip``, ``dqn``, ``diffusion``, ``gan``, ``gnn``, ``rnn_lm``, ``embedder``,
-``siamese``) with Module classes and config dataclasses.
+``detector``, ``clip``, ``dqn``, ``diffusion``, ``gan``, ``gnn``, ``relation``, ``rnn_lm``,
+``embedder``, ``siamese``) with Module classes and config dataclasses.
 :data:`ZOO` maps every configuration's name to a :class:`ZooEntry` (constructor, example input
 specs with a symbolic batch dim ``N``, expected outputs, description, task)::
 
@@ -37,6 +37,7 @@ from . import (
     gpt,
     lenet,
     mlp,
+    relation,
     resnet,
     rnn_lm,
     siamese,
@@ -63,6 +64,7 @@ from .googlenet import GoogLeNet, GoogLeNetConfig
 from .gpt import GPT, GPTConfig
 from .lenet import LeNet, LeNetConfig
 from .mlp import MLP, MLPConfig
+from .relation import RelationNetwork, RelationNetworkConfig
 from .resnet import BasicBlock, Bottleneck, ResNet, ResNetConfig
 from .rnn_lm import RecurrentLM, RNNLMConfig
 from .siamese import Siamese, SiameseConfig
@@ -73,8 +75,8 @@ from .vit import ViT, ViTConfig
 from .whisper import LogMel, Whisper, WhisperConfig, mel_filterbank
 
 _FAMILIES = (mlp, lenet, capsnet, alexnet, vgg, resnet, googlenet, transformer, gpt, bert, vit,
-             autoencoder, unet, detector, clip, dqn, diffusion, gan, gnn, rnn_lm, embedder,
-             siamese, whisper)
+             autoencoder, unet, detector, clip, dqn, diffusion, gan, gnn, relation, rnn_lm,
+             embedder, siamese, whisper)
 
 #: Every zoo configuration by name, in book order.
 ZOO: dict[str, ZooEntry] = {e.name: e for fam in _FAMILIES for e in fam.ZOO_ENTRIES}
@@ -136,6 +138,8 @@ __all__ = [
     "MLPConfig",
     "RNNLMConfig",
     "RecurrentLM",
+    "RelationNetwork",
+    "RelationNetworkConfig",
     "ResNet",
     "ResNetConfig",
     "Siamese",

@@ -77,6 +77,11 @@ EXPECTED: dict[str, list[str]] = {
     "saliency.py": [r"held-out accuracy: trained \d\.\d{3}, majority class",
                     r"random ink pixels \(baseline\) +\d\.\d{3}",
                     r"integrated gradients +\d\.\d{3}", r"pictures: .*saliency\.png"],
+    "relation_network.py": [r"held-out accuracy: majority answer per type \(baseline\) +"
+                            r"non-relational \d\.\d{3} +relational \d\.\d{3}",
+                            r"held-out accuracy: MLP, same steps \(baseline\) +non-relational",
+                            r"held-out accuracy: relation network +non-relational \d\.\d{3} +"
+                            r"relational \d\.\d{3} +\(per type( \d\.\d\d){7}\)"],
     "siamese_digits.py": [r"verification on held-out images of the seen digits 0-5",
                           r"raw pixels +accuracy \d\.\d{3}  ROC AUC \d\.\d{3}",
                           r"untrained encoder +accuracy \d\.\d{3}  ROC AUC \d\.\d{3}",

@@ -188,6 +188,8 @@ def formula(name: str) -> int:
                 + conv(32, 1, 4) + conv(1, 32, 4) + conv(32, 64, 4) + lin(64 * 49, 1)),
         "gnn": mlp(1433, 16, 7),
         "gnn_tiny": mlp(8, 16, 16, 3),
+        # g_theta: one Linear over [o_i, o_j, q] (2*10 + 13 -> 64), two more; f_phi
+        "relation_network": lin(33, 64) + mlp(64, 64, 64) + mlp(64, 64, 11),
         "char_rnn": 96 * 32 + rnn_layers("gru", 32, 64, 1) + lin(64, 96),
         "text_embedder": 512 * 32 + mlp(32, 64, 32),
         "siamese": conv(1, 16, 3) + conv(16, 32, 3) + mlp(32 * 2 * 2, 64, 16),
