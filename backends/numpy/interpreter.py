@@ -61,6 +61,9 @@ class _Step:
     inplace: Callable[[list[Any]], Any] | None = None  # fn(env): may write into a dying input
 
 
+_BODY_OPS = frozenset({ops.if_, ops.loop, ops.scan})  # kernels that run bodies take the mode
+
+
 def _identity_kernel(x: np.ndarray, *_: Any, **__: Any) -> np.ndarray:
     return x
 
@@ -148,6 +151,8 @@ class Interpreter:
         if op is ops.dropout and not self.training:
             return _identity_kernel
         kernel = KERNELS.get(op)
+        if kernel is not None and op in _BODY_OPS and not self.training:
+            return functools.partial(kernel, training=False, **node.attrs)
         if kernel is None:
             if op.decompose is None:
                 raise OpError(f"numpy backend: no kernel for op '{op.name}'", node=node.name,

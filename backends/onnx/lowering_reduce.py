@@ -102,3 +102,10 @@ def _kth_largest_onnx(b: OnnxBuilder, x: str, *, k: int) -> str:
                     axis=0, largest=1, sorted=1)[0]
     last = b.op("Slice", values, b.ints([k - 1], name="start"), b.ints([k], name="end"))
     return b.op("Reshape", last, b.ints([], name="scalar"))
+
+
+@LOWERINGS.register(ops.top_k)
+def _top_k_onnx(b: OnnxBuilder, x: str, *, k: int, axis: int, largest: bool) -> tuple[str, ...]:
+    values, idx = b.op_n("TopK", 2, x, b.ints([k], name="k"), dtype=b.in_type(0).dtype,
+                         data=(0,), back=(0,), axis=axis, largest=int(largest), sorted=1)
+    return values, idx

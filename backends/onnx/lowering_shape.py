@@ -157,3 +157,13 @@ def iota_column(b: OnnxBuilder, like: str, shape: str, axis: int, rank: int) -> 
     n = b.op("Gather", shape, b.scalar(a, int64, name="axis"), axis=0)
     return b.op("Reshape", b.op("Range", zero, n, one),
                 b.ints([-1 if i == a else 1 for i in range(rank)], name="column"))
+
+
+@LOWERINGS.register(ops.space_to_depth)
+def _space_to_depth_onnx(b: OnnxBuilder, x: str, *, blocksize: int) -> str:
+    return b.op("SpaceToDepth", x, dtype=b.in_type(0).dtype, blocksize=blocksize)
+
+
+@LOWERINGS.register(ops.depth_to_space)
+def _depth_to_space_onnx(b: OnnxBuilder, x: str, *, blocksize: int) -> str:
+    return b.op("DepthToSpace", x, dtype=b.in_type(0).dtype, blocksize=blocksize, mode="DCR")

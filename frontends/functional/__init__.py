@@ -15,17 +15,20 @@ from .activation import (
     tanh,
 )
 from .attention import attention, causal_mask, scaled_dot_product_attention
+from .capsule import dynamic_routing, margin_loss, squash
 from .conv import conv1d, conv2d, conv_transpose1d, conv_transpose2d, pad
 from .dropout import dropout, dropout1d, dropout2d
 from .linear import embedding, linear, one_hot
 from .loss import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
+    contrastive_loss,
     cross_entropy,
     info_nce,
     l1_loss,
     mse_loss,
     nll_loss,
+    pairwise_distance,
     triplet_margin_loss,
 )
 from .manipulation import (
@@ -64,6 +67,7 @@ __all__ = [
     "causal_mask",
     "chunk",
     "concat",
+    "contrastive_loss",
     "conv1d",
     "conv2d",
     "conv_transpose1d",
@@ -72,6 +76,7 @@ __all__ = [
     "dropout",
     "dropout1d",
     "dropout2d",
+    "dynamic_routing",
     "embedding",
     "full_like",
     "gelu",
@@ -82,6 +87,7 @@ __all__ = [
     "leaky_relu",
     "linear",
     "log_softmax",
+    "margin_loss",
     "matmul",
     "max_pool1d",
     "max_pool2d",
@@ -90,6 +96,7 @@ __all__ = [
     "one_hot",
     "ones_like",
     "pad",
+    "pairwise_distance",
     "relu",
     "scaled_dot_product_attention",
     "sigmoid",
@@ -97,6 +104,7 @@ __all__ = [
     "softmax",
     "softplus",
     "split",
+    "squash",
     "stack",
     "tanh",
     "triplet_margin_loss",

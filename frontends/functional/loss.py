@@ -1,5 +1,6 @@
 """Losses: mean squared error, cross-entropy from logits, NLL, binary cross-entropy and the
-contrastive losses (the book's triplet margin loss, section 3.1, and InfoNCE, CLIP's loss).
+contrastive losses of metric learning: the book's triplet margin loss (section 3.1), the
+margin contrastive loss of Siamese networks (Hadsell et al. 2006) and InfoNCE, CLIP's loss.
 
 Arguments follow ``torch.nn.functional`` positions (``weight`` third where PyTorch has it) with
 ``reduction`` in ('mean', 'sum', 'none') as a keyword. Cross-entropy accepts class indices (int)
@@ -20,11 +21,13 @@ from ._util import const, float_tensor
 __all__ = [
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
+    "contrastive_loss",
     "cross_entropy",
     "info_nce",
     "l1_loss",
     "mse_loss",
     "nll_loss",
+    "pairwise_distance",
     "triplet_margin_loss",
 ]
 
@@ -205,12 +208,54 @@ def binary_cross_entropy(input: Any, target: Any, weight: Any | None = None, *,
 
 def _distance(a: Tensor, b: Tensor, p: float, eps: float) -> Tensor:
     """``||a - b + eps||_p`` over the last dim (``torch.nn.functional.pairwise_distance``)."""
-    d = (a - b + const(eps, a)).abs()
+    diff = a - b + const(eps, a)
     if p == 2.0:
-        return (d * d).sum(-1).sqrt()
+        return (diff * diff).sum(-1).sqrt()
+    d = diff.abs()
     if p == 1.0:
         return d.sum(-1)
     return (d ** const(p, d)).sum(-1) ** const(1.0 / p, d)
+
+
+def pairwise_distance(x1: Any, x2: Any, *, p: float = 2.0, eps: float = 1e-6,
+                      keepdim: bool = False) -> Tensor:
+    """``||x1 - x2 + eps||_p`` along the last dim, as ``torch.nn.functional.pairwise_distance``
+    (the ``eps`` keeps the gradient of the 2-norm finite when ``x1 == x2``)."""
+    a = float_tensor(x1, "pairwise_distance")
+    b = _target(x2, a)
+    _same_shape(a, b, "pairwise_distance")
+    if a.ndim == 0:
+        raise error(ShapeError, f"pairwise_distance expects vectors (..., D), got {a.type}")
+    if not p > 0:
+        raise error(OpError, f"pairwise_distance: p must be > 0, got {p}")
+    d = _distance(a, b, p, eps)
+    return d.unsqueeze(-1) if keepdim else d
+
+
+def contrastive_loss(x1: Any, x2: Any, target: Any, *, margin: float = 1.0, eps: float = 1e-6,
+                     reduction: str = "mean") -> Tensor:
+    """The margin contrastive loss of Siamese networks (Hadsell, Chopra and LeCun 2006) on
+    pairs of embeddings (N, D) with ``target`` (N,) 1 for a matching pair, 0 otherwise:
+    ``y·d²/2 + (1 - y)·max(0, margin - d)²/2``, ``d`` the Euclidean pairwise distance (with
+    ``eps`` as in :func:`pairwise_distance`). Matching pairs are pulled together; others are
+    pushed apart until they are ``margin`` away, then they cost nothing."""
+    a = float_tensor(x1, "contrastive_loss")
+    b = _target(x2, a)
+    _same_shape(a, b, "contrastive_loss (x2)")
+    if a.ndim not in (1, 2):
+        raise error(ShapeError, f"contrastive_loss expects (N, D) or (D,) embeddings, got "
+                    f"{a.type}")
+    y = _target(target, a).to(a.dtype)
+    if y.shape != a.shape[:-1]:
+        raise error(ShapeError, f"contrastive_loss: target {y.type} should have shape "
+                    f"{list(a.shape[:-1])}, one 0/1 label per pair of embeddings {a.type}")
+    if not margin > 0:
+        raise error(OpError, f"contrastive_loss: margin must be > 0, got {margin}")
+    diff = a - b + const(eps, a)
+    sq = (diff * diff).sum(-1)  # d² directly: no square root on matching pairs
+    push = (const(margin, a) - sq.sqrt()).relu()
+    half = const(0.5, a)
+    return _reduce(half * (y * sq + (const(1.0, a) - y) * push * push), reduction)
 
 
 def triplet_margin_loss(anchor: Any, positive: Any, negative: Any, *, margin: float = 1.0,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from .activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Tanh
 from .additive_attention import AdditiveAttention
 from .attention import MultiheadAttention
+from .capsule import CapsuleRouting, PrimaryCapsules
 from .containers import ModuleDict, ModuleList, Residual, Sequential
 from .conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d
 from .dropout import Dropout, Dropout1d, Dropout2d
@@ -40,6 +41,7 @@ __all__ = [
     "AvgPool2d",
     "BatchNorm1d",
     "BatchNorm2d",
+    "CapsuleRouting",
     "Conv1d",
     "Conv2d",
     "ConvTranspose1d",
@@ -61,6 +63,7 @@ __all__ = [
     "ModuleDict",
     "ModuleList",
     "MultiheadAttention",
+    "PrimaryCapsules",
     "ReLU",
     "Residual",
     "Sequential",

@@ -73,7 +73,13 @@ def _rename(inner: NodeProto, rename: Callable[[str], str],
     out.output.extend(rename(o) for o in inner.output)
     for a in inner.attribute:
         if a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS):
-            return None  # control flow inside a function body: not expanded
+            sub = AttributeProto()
+            sub.CopyFrom(a)
+            for g in ([sub.g] if a.type == AttributeProto.GRAPH else list(sub.graphs)):
+                if not _rename_graph(g, rename, attrs):
+                    return None
+            out.attribute.append(sub)
+            continue
         if a.ref_attr_name:
             if a.ref_attr_name in attrs:
                 new = AttributeProto()
@@ -83,6 +89,25 @@ def _rename(inner: NodeProto, rename: Callable[[str], str],
             continue
         out.attribute.append(a)
     return out
+
+
+def _rename_graph(g: onnx.GraphProto, rename: Callable[[str], str],
+                  attrs: dict[str, AttributeProto]) -> bool:
+    """Rename every tensor of a control-flow body in place, as :func:`_rename` does for a node
+    (a body reads the function's tensors by name); False if a node of it cannot be renamed."""
+    for vi in [*g.input, *g.output, *g.value_info]:
+        vi.name = rename(vi.name)
+    for t in g.initializer:
+        t.name = rename(t.name)
+    nodes = []
+    for inner in g.node:
+        new = _rename(inner, rename, attrs)
+        if new is None:
+            return False
+        nodes.append(new)
+    del g.node[:]
+    g.node.extend(nodes)
+    return True
 
 
 def expand_function(node: NodeProto, opset: int, input_types: Sequence[TypeProto | None],

@@ -50,6 +50,7 @@ from .loader import (
     parse_attributes,
     tensor_to_numpy,
 )
+from .ops_control import inline_constant_if
 from .scopes import node_origin, node_scope
 from .validate import check_outputs, validate_model
 
@@ -190,7 +191,7 @@ class Importer:
             if t in self.graph_inputs:
                 found.append(t)
             elif t in self.producer:
-                stack.extend(i for i in self.producer[t].input if i)
+                stack.extend(_reads(self.producer[t]))
         return sorted(found)
 
     # ---- graph entries ----
@@ -265,6 +266,11 @@ class Importer:
                 continue
             try:
                 if fold_node(self, n) or fold_symbolic(self, n):
+                    continue
+                inlined = inline_constant_if(self, proto)
+                if inlined is not None:  # the taken branch of a constant-condition If
+                    self.producer.update((o, p) for p in inlined for o in p.output if o)
+                    work.extendleft(reversed([(index, p) for p in inlined]))
                     continue
                 handler = HANDLERS.get(key)
                 if handler is None:

@@ -11,7 +11,7 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from onnx import GraphProto, helper
+from onnx import GraphProto, NodeProto, helper
 
 from lbdl_graph import ops
 from lbdl_graph.dtypes import bool_, int64
@@ -24,7 +24,7 @@ from .loader import tensor_to_numpy
 if TYPE_CHECKING:
     from .importer import Importer
 
-__all__ = ["import_body"]
+__all__ = ["import_body", "inline_constant_if"]
 
 
 def _unique_outputs(g: GraphProto) -> GraphProto:
@@ -99,6 +99,30 @@ def import_body(n: NodeCtx, key: str, formal: list[TensorType]) -> tuple[Graph, 
     sub = _body_importer()(n.imp, _unique_outputs(g), formal, f"{n.name}/{key}")
     body = sub.run()
     return body, list(sub.captures)
+
+
+def inline_constant_if(imp: Importer, proto: NodeProto) -> list[NodeProto] | None:
+    """The taken branch of an If whose condition is known at import time, as nodes of the
+    enclosing graph (initializers as Constants, outputs renamed by Identity); else None.
+
+    Exports branch on shapes that are fixed once the model is imported (AffineGrid's 2-D/3-D
+    switch, for example); inlining keeps the branch's constants foldable and lets the two
+    branches differ in type."""
+    if proto.op_type != "If" or proto.domain not in ("", "ai.onnx") or not proto.input:
+        return None
+    cond = imp.constant_value(proto.input[0]) if proto.input[0] else None
+    if cond is None or cond.size != 1:
+        return None
+    key = "then_branch" if bool(cond.reshape(-1)[0]) else "else_branch"
+    g = next((a.g for a in proto.attribute if a.name == key and a.HasField("g")), None)
+    if g is None or len(g.output) != len(proto.output):
+        return None  # malformed: the handler reports it
+    nodes = [helper.make_node("Constant", [], [t.name], name=f"{proto.name}/{key}/{t.name}",
+                              value=t) for t in g.initializer]
+    nodes += list(g.node)
+    nodes += [helper.make_node("Identity", [vi.name], [o], name=f"{proto.name}/{key}/out{k}")
+              for k, (vi, o) in enumerate(zip(g.output, proto.output, strict=True)) if o]
+    return nodes
 
 
 def _with_captures(body: Graph, caps: list[Value], mine: list[Value], formal: int) -> Graph:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from lbdl_graph import ops
 from lbdl_graph.graph import Value
 from lbdl_graph.shapes import normalize_axis
@@ -128,34 +126,13 @@ def _cumprod(n: NodeCtx) -> Value:
     return n.emit(ops.cast, y, to=x.dtype, out=0)
 
 
-TOPK_MAX = 64
-
-
 @handles("TopK")
 def _topk(n: NodeCtx) -> Any:
-    """The k largest (or smallest) entries by k rounds of argmax and masking (k <= 64); ties
-    go to the lower index, as ONNX requires."""
+    """TopK with an import-time k; ``sorted=0`` may give any order, so sorted order is fine."""
     x = n.x(0)
     k = n.ints(1, "k")
-    if not k or len(k) != 1 or not 0 <= k[0] <= TOPK_MAX:
-        raise n.unsupported(f"TopK with k={k} (at most {TOPK_MAX} is supported)")
+    if not k or len(k) != 1 or k[0] < 0:
+        raise n.error(f"TopK needs one non-negative k, got {k}")
     axis = normalize_axis(n.attr("axis", -1), x.ndim)
-    largest = bool(n.attr("largest", 1))
-    if x.dtype.is_float:
-        fill = float("-inf") if largest else float("inf")
-    else:
-        info = np.iinfo(x.dtype.numpy)
-        fill = info.min if largest else info.max
-    if k[0] == 0:
-        empty = n.emit(ops.slice_, x, starts=(0,), ends=(0,), axes=(axis,), steps=None)
-        return n.emit(ops.identity, empty, out=0), n.emit(ops.cast, empty, to="int64", out=1)
-    op = ops.argmax if largest else ops.argmin
-    iota = n.emit(ops.iota_like, x, axis=axis)
-    cur, vals, idxs = x, [], []
-    for _ in range(k[0]):
-        idx = n.emit(op, cur, axis=axis, keepdims=True)
-        vals.append(n.emit(ops.gather_elements, x, idx, axis=axis))
-        idxs.append(idx)
-        cur = n.emit(ops.where, n.emit(ops.equal, iota, idx), n.scalar(fill, x), cur)
-    return (n.emit(ops.concat, *vals, axis=axis, out=0),
-            n.emit(ops.concat, *idxs, axis=axis, out=1))
+    return n.emit(ops.top_k, x, out=[0, 1], k=k[0], axis=axis,
+                  largest=bool(n.attr("largest", 1)))

@@ -254,17 +254,17 @@ def _depth_space(n: NodeCtx) -> Value:
     _, c, h, w = x.shape
     if not all(isinstance(d, int) for d in (c, h, w)):
         raise n.unsupported(f"{n.op_type} needs static C, H, W, got {x.type}")
+    crd = n.attr("mode", "DCR") == "CRD"  # channels before block offsets
+    if n.op_type == "SpaceToDepth" and not crd:
+        return n.emit(ops.space_to_depth, x, blocksize=b, out=0)
     if n.op_type == "SpaceToDepth":
         t = n.emit(ops.reshape, x, shape=(0, c, h // b, b, w // b, b))
-        crd = n.attr("mode", "DCR") == "CRD"
-        t = n.emit(ops.transpose, t, perm=(0, 1, 3, 5, 2, 4) if crd else (0, 3, 5, 1, 2, 4))
+        t = n.emit(ops.transpose, t, perm=(0, 1, 3, 5, 2, 4))
         return n.emit(ops.reshape, t, shape=(0, c * b * b, h // b, w // b), out=0)
-    if n.attr("mode", "DCR") == "DCR":
-        t = n.emit(ops.reshape, x, shape=(0, b, b, c // (b * b), h, w))
-        t = n.emit(ops.transpose, t, perm=(0, 3, 4, 1, 5, 2))
-    else:
-        t = n.emit(ops.reshape, x, shape=(0, c // (b * b), b, b, h, w))
-        t = n.emit(ops.transpose, t, perm=(0, 1, 4, 2, 5, 3))
+    if not crd:
+        return n.emit(ops.depth_to_space, x, blocksize=b, out=0)
+    t = n.emit(ops.reshape, x, shape=(0, c // (b * b), b, b, h, w))
+    t = n.emit(ops.transpose, t, perm=(0, 1, 4, 2, 5, 3))
     return n.emit(ops.reshape, t, shape=(0, c // (b * b), h * b, w * b), out=0)
 
 

@@ -50,7 +50,7 @@ class ZooEntry:
         tiny: small enough to run on NumPy in the tests: the tiny configurations and the book
             models that are cheap anyway (the 784-256-256-10 MLP, LeNet, Nature DQN, the Cora
             GCN). False for the big book models (ResNet-18/50, Transformer base, GPT-2 small,
-            ViT-B/16), which the tests only construct and trace.
+            ViT-B/16, the MNIST CapsNet), which the tests only construct and trace.
         int_high: exclusive upper bound of the values of integer inputs (token ids, classes).
         sampler: draws the inputs instead of the default (standard normal floats, uniform
             integers below ``int_high``), e.g. a normalised adjacency matrix.

@@ -1,6 +1,7 @@
 """Recurrent language models (book, "The missing bits", and section 7.1): token embedding, a
-recurrent stack (RNN, GRU or LSTM, unrolled, so the sequence length is static) and a linear head
-to next-token logits, optionally tied to the embedding (which needs embed_dim == hidden_size).
+recurrent stack (RNN, GRU or LSTM: unrolled at a static sequence length, one scan per layer at a
+symbolic one) and a linear head to next-token logits, optionally tied to the embedding (which
+needs embed_dim == hidden_size). The zoo entries trace at a static length.
 
 * ``char_rnn``: Karpathy's char-rnn shape: one GRU layer over 96 printable characters.
 * ``lstm_lm``: a 2-layer LSTM word model with tied input and output embeddings (Press and Wolf
@@ -40,7 +41,7 @@ class RNNLMConfig:
 
 
 class RecurrentLM(Module):
-    """``forward(idx)``: int64 token ids (N, T), T static -> logits (N, T, vocab_size)."""
+    """``forward(idx)``: int64 token ids (N, T) -> logits (N, T, vocab_size)."""
 
     def __init__(self, config: RNNLMConfig | None = None) -> None:
         super().__init__()

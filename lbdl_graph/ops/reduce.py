@@ -1,9 +1,10 @@
-"""Reductions, arg-reductions, softmax, cumulative sums and the k-th largest entry."""
+"""Reductions, arg-reductions, softmax, cumulative sums, top-k and the k-th largest entry."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..dtypes import int64
 from ..errors import OpError, ShapeError
 from ..opdef import Attr, OpDef, Trait, defop
 from ..shapes import fmt_shape, normalize_axis
@@ -81,3 +82,24 @@ kth_largest = defop("kth_largest", ("x",), infer=_kth_largest_rule, attrs=(Attr(
                     traits=(R,), onnx="TopK",
                     doc="the k-th largest entry over all axes (0-d); k=0 gives +inf. Not "
                         "differentiable: it is a threshold (TIES trimming), compared, not used")
+
+
+def _top_k_rule(x: TensorType, *, k: int, axis: int, largest: bool
+                ) -> tuple[TensorType, TensorType]:
+    require(x, "input", kinds=("float", "int", "uint"))
+    a = normalize_axis(axis, x.ndim)
+    if k < 0:
+        raise OpError(f"top_k: k must be >= 0, got {k}")
+    d = x.shape[a]
+    if isinstance(d, int) and k > d:
+        raise ShapeError(f"top_k: k={k} exceeds the {d} entries of axis {axis} of "
+                         f"{fmt_shape(x.shape)}")
+    shape = (*x.shape[:a], k, *x.shape[a + 1:])
+    return x.with_shape(shape), TensorType(int64, shape)
+
+
+top_k = defop("top_k", ("x",), infer=_top_k_rule,
+              attrs=(Attr("k", "int"), Attr("axis", "int", -1), Attr("largest", "bool", True)),
+              outputs=2, traits=(D,), onnx="TopK",
+              doc="the k largest (or smallest) entries along axis, sorted, and their int64 "
+                  "indices; ties go to the lower index (ONNX TopK)")

@@ -285,3 +285,39 @@ iota_like = defop("iota_like", ("like",), infer=_iota_rule,
                   doc="int64 of like's shape: the flat element index, or the index along axis")
 
 
+
+
+def _block_dims(x: TensorType, b: int, what: str) -> tuple[int, int, int]:
+    require(x, "input", kinds=("float", "int", "uint", "bool"))
+    if x.ndim != 4 or b < 1:
+        raise ShapeError(f"{what} takes a 4-D (N, C, H, W) input and blocksize >= 1, got {x} "
+                         f"and blocksize {b}")
+    c, h, w = x.shape[1:]
+    if not all(isinstance(d, int) for d in (c, h, w)):
+        raise ShapeError(f"{what} needs static C, H and W, got {x}")
+    return int(c), int(h), int(w)
+
+
+def _space_to_depth_rule(x: TensorType, *, blocksize: int) -> TensorType:
+    c, h, w = _block_dims(x, blocksize, "space_to_depth")
+    if h % blocksize or w % blocksize:
+        raise ShapeError(f"space_to_depth: H and W of {x} must be multiples of {blocksize}")
+    return x.with_shape((x.shape[0], c * blocksize**2, h // blocksize, w // blocksize))
+
+
+def _depth_to_space_rule(x: TensorType, *, blocksize: int) -> TensorType:
+    c, h, w = _block_dims(x, blocksize, "depth_to_space")
+    if c % blocksize**2:
+        raise ShapeError(f"depth_to_space: C of {x} must be a multiple of {blocksize**2}")
+    return x.with_shape((x.shape[0], c // blocksize**2, h * blocksize, w * blocksize))
+
+
+space_to_depth = defop(
+    "space_to_depth", ("x",), infer=_space_to_depth_rule, attrs=(Attr("blocksize", "int"),),
+    traits=(S, D), onnx="SpaceToDepth",
+    doc="b x b blocks of H, W into channels: out[n, (i*b + j)*C + c, h, w] = "
+        "x[n, c, h*b + i, w*b + j] (ONNX SpaceToDepth)")
+depth_to_space = defop(
+    "depth_to_space", ("x",), infer=_depth_to_space_rule, attrs=(Attr("blocksize", "int"),),
+    traits=(S, D), onnx="DepthToSpace",
+    doc="the inverse of space_to_depth (ONNX DepthToSpace, mode DCR)")

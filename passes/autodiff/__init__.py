@@ -27,6 +27,7 @@ from . import (
     rules_norm,
     rules_quant,
     rules_reduce,
+    rules_scan,
     rules_shape,
 )
 from .driver import active_values, backprop, differentiate, sum_to
@@ -44,7 +45,7 @@ __all__ = [
 ]
 
 _RULE_MODULES = (rules_control, rules_dynamic, rules_elementwise, rules_index, rules_nn,
-                 rules_norm, rules_quant, rules_reduce, rules_shape)
+                 rules_norm, rules_quant, rules_reduce, rules_scan, rules_shape)
 
 
 def grad(graph: Graph, loss: str = "loss", wrt: str | Sequence[str] | None = None, *,

@@ -1,10 +1,10 @@
-"""VJP rules of the control-flow ops: ``scan`` and ``loop`` with a static trip count.
+"""VJP rules of the control-flow ops ``loop`` (static trip count) and ``if`` (refused).
 
-The rule unrolls: it re-emits the body once per iteration next to the gradient (slices of the
-scan inputs in, stacked outputs out) and backpropagates through those nodes, as the driver does
-for decompositions. That needs the iteration count at compile time: a scan length that is an
-int, a loop whose ``trip_count`` is a constant node and whose condition stays true. Anything
-else (a symbolic length, a data-dependent loop, ``if``) raises an AutodiffError naming the node.
+The loop rule unrolls: it re-emits the body once per iteration next to the gradient (stacked
+outputs out) and backpropagates through those nodes, as the driver does for decompositions.
+That needs the iteration count at compile time: a loop whose ``trip_count`` is a constant node
+and whose condition stays true. Anything else (a data-dependent loop, ``if``) raises an
+AutodiffError naming the node. ``scan`` differentiates at any length (``rules_scan.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from lbdl_graph import ops
 from lbdl_graph.builder import current_builder
 from lbdl_graph.errors import AutodiffError
 from lbdl_graph.graph import Graph, Value
-from lbdl_graph.ops.control import scan_layout
 from lbdl_graph.shapes import normalize_axis
 
 from .driver import active_values, backprop
@@ -58,39 +57,6 @@ def _stack(parts: list[Value], axis: int) -> Value:
     rank = parts[0].ndim + 1
     a = normalize_axis(axis, rank)
     return ops.concat(*[ops.unsqueeze(p, axes=(a,)) for p in parts], axis=a)
-
-
-@VJPS.register(ops.scan)
-def _scan_vjp(gs: tuple[Value | None, ...], outs: tuple[Value, ...], *operands: Value,
-              body: Graph, num_scan_inputs: int, num_captures: int, **layout: Any) -> Grads:
-    n_states = len(operands) - num_scan_inputs - num_captures
-    xs = operands[n_states:n_states + num_scan_inputs]
-    caps = operands[n_states + num_scan_inputs:]
-    n_out = len(body.outputs) - n_states
-    in_axes, in_dirs, out_axes, out_dirs = scan_layout(num_scan_inputs, n_out, layout)
-    axes = [normalize_axis(a, x.ndim) for a, x in zip(in_axes, xs, strict=True)]
-    length = xs[0].shape[axes[0]]
-    if not isinstance(length, int):
-        raise AutodiffError(f"scan over a symbolic length {length!r} cannot be differentiated "
-                            "(the VJP unrolls and needs a static length)")
-    if n_out and length == 0:
-        raise AutodiffError("scan of length 0 with stacked outputs cannot be differentiated")
-    start = len(current_builder().nodes)
-    states = list(operands[:n_states])
-    ys: list[list[Value]] = [[] for _ in range(n_out)]
-    for t in range(length):
-        slices = []
-        for x, a, d in zip(xs, axes, in_dirs, strict=True):
-            i = length - 1 - t if d else t
-            piece = ops.slice_(x, starts=[i], ends=[i + 1], axes=[a], steps=None)
-            slices.append(ops.squeeze(piece, axes=(a,)))
-        res = _inline(body, [*states, *slices, *caps])
-        states = res[:n_states]
-        for k, y in enumerate(res[n_states:]):
-            ys[k].append(y)
-    stacked = [_stack(p[::-1] if d else p, a) for p, a, d in zip(ys, out_axes, out_dirs,
-                                                                 strict=True)]
-    return _backprop_unrolled(start, [*states, *stacked], gs, operands)
 
 
 def _static_trips(trip_count: Value | None) -> int:

@@ -1,7 +1,8 @@
 """VJP rules of the reductions, softmax, log_softmax and cumsum.
 
 ``reduce_max``/``reduce_min`` split the cotangent evenly among tied extrema (torch.amax);
-``reduce_prod`` uses ``prod / x`` and so assumes no zero in the reduced input.
+``reduce_prod`` uses ``prod / x`` and so assumes no zero in the reduced input; ``top_k``
+scatters the cotangent of its values back to the positions it picked.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from lbdl_graph import ops
 from lbdl_graph.graph import Value
 from lbdl_graph.shapes import normalize_axes
 
-from .helpers import keep_reduced, numel_static, ones_like, scalar, unreduce
+from .helpers import keep_reduced, numel_static, ones_like, scalar, unreduce, zeros_like
 from .table import VJPS
 
 __all__: list[str] = []
@@ -84,3 +85,12 @@ def _cumsum_vjp(g: Value, out: Value, x: Value, *, axis: int, exclusive: bool,
                 reverse: bool) -> Grads:
     # y_i = sum_{j <= i} x_j  =>  x_bar_j = sum_{i >= j} g_i: the cumsum in the other direction
     return (ops.cumsum(g, axis=axis, exclusive=exclusive, reverse=not reverse),)
+
+
+@VJPS.register(ops.top_k)
+def _top_k_vjp(g: tuple[Value | None, ...], out: tuple[Value, ...], x: Value, *, k: int,
+               axis: int, largest: bool) -> Grads:
+    # values = x[idx] along axis: x_bar[idx] += g (the indices are distinct)
+    if g[0] is None:
+        return (None,)
+    return (ops.scatter_elements(zeros_like(x), out[1], g[0], axis=axis, reduction="add"),)

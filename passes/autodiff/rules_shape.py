@@ -181,3 +181,14 @@ def _tile_vjp(g: Value, out: Value, x: Value, *, repeats: Ints) -> Grads:
         raise AutodiffError(f"tile gradient needs static dims on tiled axes, got {x.type}")
     split = ops.reshape(g, shape=target)
     return (ops.reduce_sum(split, axes=copy_axes, keepdims=False),)
+
+
+# both are permutations of the elements, so each one's adjoint is the other
+@VJPS.register(ops.space_to_depth)
+def _space_to_depth_vjp(g: Value, out: Value, x: Value, *, blocksize: int) -> Grads:
+    return (ops.depth_to_space(g, blocksize=blocksize),)
+
+
+@VJPS.register(ops.depth_to_space)
+def _depth_to_space_vjp(g: Value, out: Value, x: Value, *, blocksize: int) -> Grads:
+    return (ops.space_to_depth(g, blocksize=blocksize),)

@@ -217,9 +217,6 @@ def test_scan_and_loop_gradients_match_finite_differences() -> None:
 
 
 def test_gradient_errors_name_the_node() -> None:
-    with pytest.raises(AutodiffError, match="symbolic length") as e:
-        grad(_rnn("T"), "loss", ["xs"])
-    assert e.value.node is not None and "scan" in e.value.node
     b = GraphBuilder("g")
     x = b.input("x", "float32", ["N"])
     sub = _if().nodes[0]
@@ -270,3 +267,34 @@ def test_onnx_round_trip_imports_the_bodies() -> None:
         want, got = run(g, feeds), run(back, feeds)
         for k in want:
             np.testing.assert_allclose(got[k], want[k], rtol=1e-6, atol=1e-6)
+
+
+def test_dropout_inside_a_body_follows_the_outer_mode() -> None:
+    """Evaluation mode reaches the bodies: a scan whose cell drops out is exact at eval, and
+    drops (some zeros) in training, on NumPy; ONNX Runtime agrees at eval."""
+    bb = GraphBuilder("cell")
+    h = bb.input("h", "float32", [2, 8])
+    x = bb.input("x", "float32", [2, 8])
+    key = bb.input("key", "int64", [2])
+    with bb:
+        hn = ops.dropout(ops.tanh(ops.add(h, x)), key, ratio=0.5)
+    body = bb.build([hn, hn])
+    b = GraphBuilder("rnn")
+    h0 = b.input("h0", "float32", [2, 8])
+    xs = b.input("xs", "float32", [3, 2, 8])
+    k = b.input("k", "int64", [2])
+    with b:
+        _, hs = ops.scan(h0, xs, k, body=body, num_scan_inputs=1, num_captures=1)
+    g = b.build({"hs": hs})
+    rng = np.random.default_rng(0)
+    feeds = {"h0": rng.standard_normal((2, 8)).astype(np.float32),
+             "xs": rng.standard_normal((3, 2, 8)).astype(np.float32), "k": np.asarray([7, 0])}
+    want, hh = [], feeds["h0"]
+    for xt in feeds["xs"]:
+        hh = np.tanh(hh + xt)
+        want.append(hh)
+    np.testing.assert_allclose(run(g, feeds, training=False)["hs"], np.stack(want), rtol=1e-6)
+    assert (run(g, feeds, training=True)["hs"] == 0).any()
+    sess = ort.InferenceSession(to_onnx(g, training=False).SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, feeds)[0], np.stack(want), rtol=1e-6)

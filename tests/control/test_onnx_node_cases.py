@@ -83,3 +83,54 @@ def test_a_body_reading_a_refused_if_reports_that_if() -> None:
     model.ir_version = 9
     with pytest.raises(OnnxUnsupportedError, match=r"first_if.*different types"):
         import_onnx(model)
+
+
+def test_an_if_with_a_constant_condition_is_inlined_even_when_branches_differ() -> None:
+    """A condition known at import time picks its branch: the graph has no ``if`` and the
+    branches may give different types (here i64[2] and i64[0])."""
+    from onnx import TensorProto, helper
+
+    def branch(name: str, vals: list[int]) -> object:
+        out = helper.make_tensor_value_info(f"{name}_o", TensorProto.INT64, [len(vals)])
+        node = helper.make_node("Constant", [], [f"{name}_o"], value=helper.make_tensor(
+            f"{name}_v", TensorProto.INT64, [len(vals)], vals))
+        return helper.make_graph([node], name, [], [out])
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Size", ["s"], ["r"]),
+             helper.make_node("Constant", [], ["two"], value=helper.make_tensor(
+                 "two", TensorProto.INT64, [], [2])),
+             helper.make_node("Equal", ["r", "two"], ["c"]),
+             helper.make_node("If", ["c"], ["shape"], name="pick",
+                              then_branch=branch("t", [3, 2]), else_branch=branch("e", [])),
+             helper.make_node("Reshape", ["x", "shape"], ["y"])]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    g = import_onnx(model)
+    assert all(n.op.name != "if" for n in g.nodes)
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(run(g, {"x": a})["y"], a.reshape(3, 2))
+
+
+@pytest.mark.parametrize("size", [[2, 3, 4, 5], [1, 3, 2, 4, 5]])
+def test_a_function_body_with_control_flow_expands(size: list[int]) -> None:
+    """AffineGrid has no handler; its function body branches (If) on 2-D vs 3-D and imports,
+    matching onnx.reference."""
+    from onnx import TensorProto, helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    k = len(size) - 2
+    theta = np.random.default_rng(0).standard_normal((size[0], k, k + 1)).astype(np.float32)
+    t = helper.make_tensor_value_info("theta", TensorProto.FLOAT, list(theta.shape))
+    grid = helper.make_tensor_value_info("grid", TensorProto.FLOAT, None)
+    node = helper.make_node("AffineGrid", ["theta", "size"], ["grid"], align_corners=1)
+    model = helper.make_model(
+        helper.make_graph([node], "g", [t], [grid],
+                          [numpy_helper.from_array(np.array(size, np.int64), "size")]),
+        opset_imports=[helper.make_opsetid("", 20)])
+    model.ir_version = 9
+    want = ReferenceEvaluator(model).run(None, {"theta": theta})[0]
+    got = run(import_onnx(model), {"theta": theta})["grid"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -15,9 +15,21 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 #: script -> regular expressions its output must contain (besides the ONNX check line)
 EXPECTED: dict[str, list[str]] = {
+    "classic_cnns.py": [r"baselines: majority class \d\.\d{3}, logistic regression on the 64 "
+                        r"pixels \d\.\d{3}",
+                        *(rf"{m} +[\d,]+ parameters +untrained \d\.\d{{3}} +trained \d\.\d{{3}}"
+                          for m in ("AlexNet", "VGG-16", "GoogLeNet")),
+                        r"classic_cnns_googlenet\.onnx .* \[agree within"],
     "classify_digits.py": [r"loss curves numpy vs onnxruntime: max abs difference per epoch",
                            r"held-out accuracy: trained on numpy \d\.\d{3}",
                            r"held-out accuracy: trained on onnxruntime \d\.\d{3}"],
+    "capsules_digits.py": [r"held-out accuracy: majority class \d\.\d{3}, untrained CapsNet "
+                           r"\d\.\d{3}, CNN baseline \d\.\d{3}",
+                           r"held-out accuracy: CapsNet, 3 routing round\(s\) \d\.\d{3}",
+                           r"held-out accuracy: CapsNet, 1 routing round\(s\) \d\.\d{3}",
+                           r"shifted by one pixel: CNN baseline \d\.\d{3}, CapsNet, 3 routing "
+                           r"round\(s\) \d\.\d{3}",
+                           r"inference graph: \d+ nodes, 2 routing softmax node\(s\)"],
     "denoising_autoencoder.py": [r"PSNR vs clean test images: noisy input +\d+\.\d+ dB",
                                  r"PSNR vs clean test images: trained autoencoder +\d+\.\d+ dB"],
     "detection.py": [r"best anchor without regression: mean IoU",
@@ -65,6 +77,16 @@ EXPECTED: dict[str, list[str]] = {
     "saliency.py": [r"held-out accuracy: trained \d\.\d{3}, majority class",
                     r"random ink pixels \(baseline\) +\d\.\d{3}",
                     r"integrated gradients +\d\.\d{3}", r"pictures: .*saliency\.png"],
+    "relation_network.py": [r"held-out accuracy: majority answer per type \(baseline\) +"
+                            r"non-relational \d\.\d{3} +relational \d\.\d{3}",
+                            r"held-out accuracy: MLP, same steps \(baseline\) +non-relational",
+                            r"held-out accuracy: relation network +non-relational \d\.\d{3} +"
+                            r"relational \d\.\d{3} +\(per type( \d\.\d\d){7}\)"],
+    "siamese_digits.py": [r"verification on held-out images of the seen digits 0-5",
+                          r"raw pixels +accuracy \d\.\d{3}  ROC AUC \d\.\d{3}",
+                          r"untrained encoder +accuracy \d\.\d{3}  ROC AUC \d\.\d{3}",
+                          r"trained Siamese +accuracy \d\.\d{3}  ROC AUC \d\.\d{3}",
+                          r"verification on digits 6-9, never seen in training"],
     "remat_checkpointing.py": [r"peak activations [\d.]+ MiB -> [\d.]+ MiB",
                                r"losses bit-identical True, final weights and Adam moments "
                                r"bit-identical True"],
@@ -98,3 +120,14 @@ def test_classify_digits_backends_train_identically(tmp_path: Path) -> None:
     assert gap is not None and float(gap.group(1)) < 1e-5, proc.stdout
     accs = re.findall(r"trained on \w+ (\d\.\d{3})", proc.stdout)
     assert len(accs) == 2 and accs[0] == accs[1], proc.stdout
+
+
+def test_siamese_triplet_branch_runs(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "siamese_digits.py"), "--quick",
+                           "--loss", "triplet", "--out", str(tmp_path)], capture_output=True,
+                          text=True, timeout=180, cwd=EXAMPLES.parent)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"\d+ steps of 64 triplets, [\d,]+ shared parameters, triplet loss",
+                     proc.stdout), proc.stdout
+    assert re.search(r"trained Siamese +accuracy \d\.\d{3}  ROC AUC", proc.stdout), proc.stdout
+    assert re.search(ONNX_LINE, proc.stdout), proc.stdout

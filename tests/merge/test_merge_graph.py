@@ -137,3 +137,24 @@ def test_kth_largest_is_declared_non_differentiable() -> None:
         grad(b.build({"loss": loss}), wrt="x")
     with pytest.raises(ShapeError, match="exceeds"), GraphBuilder("bad") as bb:
         ops.kth_largest(bb.input("y", "float32", (3,)), k=4)
+
+
+def test_a_saved_ties_merge_graph_imports_back(tmp_path: object) -> None:
+    """The ONNX of a TIES merge (its threshold is a TopK over 100+ entries) re-imports and
+    gives the same merged weights."""
+    from pathlib import Path
+
+    from lbdl_graph.backends.onnx import save_onnx
+    from lbdl_graph.frontends.onnx import import_onnx
+
+    rng = np.random.default_rng(3)
+    base = {"w": rng.standard_normal((12, 10)).astype(np.float32)}
+    fts = [{"w": (base["w"] + 0.1 * rng.standard_normal((12, 10))).astype(np.float32)}
+           for _ in range(2)]
+    g = build_merge_graph(base, fts, "ties", density=0.9)  # k = 108
+    path = Path(str(tmp_path)) / "ties.onnx"
+    save_onnx(g, path)
+    back = import_onnx(path)
+    got, want = _run(back), _run(g)
+    for n in base:
+        np.testing.assert_array_equal(got[n], want[n])

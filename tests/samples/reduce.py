@@ -157,3 +157,26 @@ SAMPLES += [
         ("ties", fixed([1.0, 3.0, 3.0, 2.0]), 2),
     )
 ]
+
+
+def _k_input(k: int) -> Callable[[Arrays], Arrays]:
+    def conv(a: Arrays) -> Arrays:
+        return [*a, np.asarray([k], dtype=np.int64)]
+    return conv
+
+
+SAMPLES += [
+    OpSample(ops.top_k, inputs(g), attrs={"k": k, "axis": axis, "largest": largest},
+             label=label, onnx_op="TopK",
+             onnx_attrs={"axis": axis, "largest": int(largest), "sorted": 1},
+             onnx_inputs=_k_input(k), grad="ties" not in label)
+    for label, g, k, axis, largest in (
+        ("last_axis", floats(3, 7), 3, -1, True),
+        ("first_axis_smallest", floats(6, 4), 2, 0, False),
+        ("all_of_axis", floats(2, 5, dt="float64"), 5, 1, True),
+        ("zero", floats(3, 4), 0, 1, True),
+        ("ties", fixed([[1.0, 3.0, 3.0, 2.0, 3.0]]), 3, 1, True),
+        ("ties_smallest", fixed([[2.0, 1.0, 2.0, 1.0]]), 3, 1, False),
+        ("ints", ints(4, 6), 2, 1, True),
+    )
+]

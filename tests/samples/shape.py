@@ -429,3 +429,16 @@ SAMPLES += [
         ("empty_axis", floats(0, 3), 1),
     )
 ]
+
+# ---- space_to_depth / depth_to_space (DCR) ----
+SAMPLES += [
+    OpSample(op, inputs(g), attrs={"blocksize": b}, label=label, onnx_op=onnx_op,
+             onnx_attrs={"blocksize": b, **({"mode": "DCR"} if onnx_op == "DepthToSpace" else {})})
+    for op, onnx_op, label, g, b in (
+        (ops.space_to_depth, "SpaceToDepth", "2x2", floats(2, 3, 4, 6), 2),
+        (ops.space_to_depth, "SpaceToDepth", "3x3_f64", floats(1, 2, 6, 3, dt="float64"), 3),
+        (ops.space_to_depth, "SpaceToDepth", "1x1", floats(1, 2, 3, 3), 1),
+        (ops.depth_to_space, "DepthToSpace", "2x2", floats(2, 12, 2, 3), 2),
+        (ops.depth_to_space, "DepthToSpace", "3x3_f64", floats(1, 18, 2, 1, dt="float64"), 3),
+    )
+]

@@ -68,6 +68,37 @@ def resnet(c) -> int:
     return total + lin(cin, c.num_classes)
 
 
+def alexnet(c) -> int:
+    chans, kernels = (c.in_channels, *c.widths), (11, 5, 3, 3, 3)
+    return (sum(conv(a, b, k) for (a, b), k in zip(itertools.pairwise(chans), kernels,
+                                                    strict=True))
+            + mlp(c.widths[-1] * c.pool_size ** 2, c.hidden, c.hidden, c.num_classes))
+
+
+def vgg(c) -> int:
+    chans = [c.in_channels, *(v for v in c.layers if v != "M")]
+    return (sum(conv(a, b, 3) + (norm(b) if c.batch_norm else 0)
+                for a, b in itertools.pairwise(chans))
+            + mlp(chans[-1] * c.pool_size ** 2, c.hidden, c.hidden, c.num_classes))
+
+
+def googlenet(c) -> int:
+    def basic(a: int, b: int, k: int) -> int:  # conv without bias + BatchNorm
+        return conv(a, b, k, False) + norm(b)
+
+    s1, s2, s3 = c.stem
+    total, cin, ins = basic(c.in_channels, s1, 7) + basic(s1, s2, 1) + basic(s2, s3, 3), s3, []
+    for c1, r3, c3, r5, c5, pool in c.blocks:
+        ins.append(cin)
+        total += (basic(cin, c1, 1) + basic(cin, r3, 1) + basic(r3, c3, 3) + basic(cin, r5, 1)
+                  + basic(r5, c5, 3) + basic(cin, pool, 1))
+        cin = c1 + c3 + c5 + pool
+    if c.aux_logits:  # after inception4a (the input of 4b) and 4d (the input of 4e)
+        total += sum(basic(w, c.aux_channels, 1) + mlp(16 * c.aux_channels, c.aux_hidden,
+                                                       c.num_classes) for w in (ins[3], ins[6]))
+    return total + lin(cin, c.num_classes)
+
+
 def gpt(c) -> int:
     d = c.d_model
     head = c.vocab_size * d if c.head and not c.tie_weights else 0
@@ -95,8 +126,22 @@ def formula(name: str) -> int:
         chans = (c.in_channels, *c.channels)
         return (sum(conv(a, b, c.kernel_size) for a, b in itertools.pairwise(chans))
                 + mlp(c.flat_features(), *c.hidden, c.num_classes))
+    if name.startswith("capsnet"):  # conv, primary capsule conv, W_ij (no bias), decoder
+        grid = ((c.image_size + 2 * c.conv_padding - c.conv_kernel + 1 + 2 * c.primary_padding
+                 - c.primary_kernel) // c.primary_stride + 1)
+        return (conv(c.in_channels, c.conv_channels, c.conv_kernel)
+                + conv(c.conv_channels, c.primary_types * c.primary_dim, c.primary_kernel)
+                + c.primary_types * grid * grid * c.num_classes * c.caps_dim * c.primary_dim
+                + mlp(c.num_classes * c.caps_dim, *c.decoder_hidden,
+                      c.in_channels * c.image_size ** 2))
     if name.startswith("resnet"):
         return resnet(c)
+    if name.startswith("alexnet"):
+        return alexnet(c)
+    if name.startswith("vgg"):
+        return vgg(c)
+    if name.startswith("googlenet"):
+        return googlenet(c)
     if name.startswith("transformer"):
         d = c.d_model
         emb = c.src_vocab * d + (0 if c.share_embeddings else c.tgt_vocab * d)
@@ -143,8 +188,11 @@ def formula(name: str) -> int:
                 + conv(32, 1, 4) + conv(1, 32, 4) + conv(32, 64, 4) + lin(64 * 49, 1)),
         "gnn": mlp(1433, 16, 7),
         "gnn_tiny": mlp(8, 16, 16, 3),
+        # g_theta: one Linear over [o_i, o_j, q] (2*10 + 13 -> 64), two more; f_phi
+        "relation_network": lin(33, 64) + mlp(64, 64, 64) + mlp(64, 64, 11),
         "char_rnn": 96 * 32 + rnn_layers("gru", 32, 64, 1) + lin(64, 96),
         "text_embedder": 512 * 32 + mlp(32, 64, 32),
+        "siamese": conv(1, 16, 3) + conv(16, 32, 3) + mlp(32 * 2 * 2, 64, 16),
         "whisper_tiny": (20 * 32 * 3 + 32 + 32 * 32 * 3 + 32 + block(32, 64) + norm(32)
                          + 13 * 32 + 16 * 32 + decoder_block(32, 64) + norm(32)),
         "lstm_lm": 1000 * 64 + rnn_layers("lstm", 64, 64, 2) + 1000,  # tied head: bias only
@@ -161,13 +209,23 @@ def test_known_tiny_totals():
     # a few totals worked out by hand, so that the formulas above are checked too
     expected = {"mlp": 269_322, "lenet": 105_506, "lenet5": 61_706, "lenet_digits": 105_506,
                 "resnet_tiny": 19_954, "transformer_tiny": 45_568, "gpt_mini": 813_824,
-                "vit_tiny": 26_346, "dqn_atari": 1_693_362, "gnn": 23_063}
+                "vit_tiny": 26_346, "dqn_atari": 1_693_362, "gnn": 23_063,
+                "capsnet": 252_736}
     for name, n in expected.items():
         assert formula(name) == n, name
 
 
 BOOK = {"resnet18": 11_689_512, "resnet50": 25_557_032, "gpt2_small": 124_439_808,
-        "vit_b16": 86_567_656, "transformer_base": 63_082_496}
+        "vit_b16": 86_567_656, "transformer_base": 63_082_496, "alexnet": 61_100_840,
+        "googlenet": 6_624_904,  # vgg16 (138M) is built without drawing, in test_classic_cnns
+        "capsnet_mnist": 8_215_568}  # Sabour et al.'s network, as usually counted
+
+
+def test_vgg16_and_googlenet_aux_formulas() -> None:
+    from lbdl_graph.frontends.zoo import GoogLeNetConfig
+
+    assert formula("vgg16") == 138_357_544
+    assert googlenet(GoogLeNetConfig(aux_logits=True)) == 13_004_888  # torchvision, aux heads
 
 
 @pytest.mark.parametrize("name", sorted(BOOK))

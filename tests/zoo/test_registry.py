@@ -23,14 +23,16 @@ REQUIRED = ["mlp", "lenet", "lenet_digits", "resnet18", "resnet50", "resnet_tiny
             "transformer_tiny", "transformer_base", "gpt2_small", "gpt_mini", "vit_tiny",
             "vit_b16", "autoencoder_mlp", "autoencoder_conv", "denoising_autoencoder",
             "unet_tiny", "detector_tiny", "clip_tiny", "dqn", "diffusion_denoiser", "gan",
-            "gnn", "char_rnn", "lstm_lm", "vae"]
+            "gnn", "char_rnn", "lstm_lm", "vae", "capsnet", "capsnet_mnist", "alexnet", "vgg16",
+            "googlenet", "alexnet_tiny", "vgg_tiny", "googlenet_tiny"]
 
 
 def test_registry_has_every_required_model_with_metadata():
     missing = [n for n in REQUIRED if n not in ZOO]
     assert not missing, missing
     assert set(names(tiny=False)) == {"resnet18", "resnet50", "transformer_base", "gpt2_small",
-                                      "vit_b16"}
+                                      "vit_b16", "capsnet_mnist", "alexnet", "vgg16",
+                                      "googlenet"}
     for name, e in ZOO.items():
         assert isinstance(e, ZooEntry) and e.name == name
         assert e.description and e.task and e.inputs and e.outputs

@@ -2,7 +2,8 @@
 
 A body is run by its own :class:`~lbdl_graph.backends.numpy.interpreter.Interpreter`, compiled
 once per body graph and cached for as long as the graph lives. Captures arrive as operands, so
-a kernel passes them to the body like any other input.
+a kernel passes them to the body like any other input. The outer interpreter passes its mode
+(``training``), so a dropout inside a body is the identity in evaluation mode.
 """
 
 from __future__ import annotations
@@ -25,17 +26,19 @@ if TYPE_CHECKING:
 __all__: list[str] = []
 
 Array = np.ndarray
-_BODIES: weakref.WeakKeyDictionary[Graph, Interpreter] = weakref.WeakKeyDictionary()
+_BODIES: weakref.WeakKeyDictionary[Graph, dict[bool, Interpreter]] = \
+    weakref.WeakKeyDictionary()
 
 
-def body_interpreter(graph: Graph) -> Interpreter:
-    """The cached interpreter of a body graph (verified when the outer graph was)."""
-    interp = _BODIES.get(graph)
+def body_interpreter(graph: Graph, training: bool = True) -> Interpreter:
+    """The cached interpreter of a body graph in one mode (verified when the outer graph was)."""
+    modes = _BODIES.setdefault(graph, {})
+    interp = modes.get(training)
     if interp is None:
         from ..interpreter import Interpreter
 
-        interp = Interpreter(graph, verify_graph=False)
-        _BODIES[graph] = interp
+        interp = Interpreter(graph, verify_graph=False, training=training)
+        modes[training] = interp
     return interp
 
 
@@ -57,21 +60,21 @@ def _stack(parts: list[Array], like: Value, what: str) -> Array:
 
 @KERNELS.register(ops.if_)
 def _if_kernel(cond: Array, *captures: Array, then_branch: Graph,
-               else_branch: Graph) -> tuple[Array, ...]:
+               else_branch: Graph, training: bool = True) -> tuple[Array, ...]:
     """Run the branch that ``cond`` picks on the captures."""
     branch = then_branch if _flag(cond, "if: cond") else else_branch
-    return tuple(body_interpreter(branch).run_positional(list(captures)))
+    return tuple(body_interpreter(branch, training).run_positional(list(captures)))
 
 
 @KERNELS.register(ops.loop)
 def _loop_kernel(trip_count: Array | None, cond: Array | None, *operands: Array, body: Graph,
-                 num_carried: int, trip_dim: Any) -> tuple[Array, ...]:
+                 num_carried: int, trip_dim: Any, training: bool = True) -> tuple[Array, ...]:
     """ONNX Loop: iterate while ``i < trip_count`` (if given) and ``cond`` (if given)."""
     carried = list(operands[:num_carried])
     captures = list(operands[num_carried:])
     trips = None if trip_count is None else int(np.asarray(trip_count).reshape(-1)[0])
     go = True if cond is None else _flag(cond, "loop: cond")
-    interp = body_interpreter(body)
+    interp = body_interpreter(body, training)
     n_scan = len(body.outputs) - 1 - num_carried
     scans: list[list[Array]] = [[] for _ in range(n_scan)]
     i = 0
@@ -90,7 +93,7 @@ def _loop_kernel(trip_count: Array | None, cond: Array | None, *operands: Array,
 
 @KERNELS.register(ops.scan)
 def _scan_kernel(*operands: Array, body: Graph, num_scan_inputs: int, num_captures: int,
-                 **layout: Any) -> tuple[Array, ...]:
+                 training: bool = True, **layout: Any) -> tuple[Array, ...]:
     """ONNX Scan: fold the body over slices of the scan inputs, carrying the states."""
     n_states = len(operands) - num_scan_inputs - num_captures
     states = list(operands[:n_states])
@@ -105,7 +108,7 @@ def _scan_kernel(*operands: Array, body: Graph, num_scan_inputs: int, num_captur
     length = xs[0].shape[0]
     if any(x.shape[0] != length for x in xs):
         raise ExecutionError(f"scan: the scan inputs have lengths {[x.shape[0] for x in xs]}")
-    interp = body_interpreter(body)
+    interp = body_interpreter(body, training)
     ys: list[list[Array]] = [[] for _ in range(n_out)]
     for t in range(length):
         out = interp.run_positional([*states, *(x[t] for x in xs), *captures])

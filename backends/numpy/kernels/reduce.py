@@ -171,3 +171,16 @@ def _kth_largest_kernel(x: Array, *, k: int) -> Array:
         return np.asarray(np.inf, dtype=x.dtype)
     flat = x.ravel()
     return np.asarray(np.partition(flat, flat.size - k)[flat.size - k], dtype=x.dtype)
+
+
+@KERNELS.register(ops.top_k)
+def _top_k_kernel(x: Array, *, k: int, axis: int, largest: bool) -> tuple[Array, Array]:
+    """The k largest (smallest) entries along axis, sorted; ties go to the lower index."""
+    a = axis % x.ndim
+    if largest:  # a stable ascending sort of the flipped axis, reversed: ties keep index order
+        n = x.shape[a]
+        order = (n - 1) - np.flip(np.argsort(np.flip(x, a), axis=a, kind="stable"), a)
+    else:
+        order = np.argsort(x, axis=a, kind="stable")
+    idx = np.take(order, np.arange(k), axis=a).astype(np.int64)
+    return np.take_along_axis(x, idx, axis=a), idx

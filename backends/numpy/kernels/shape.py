@@ -271,3 +271,21 @@ def _iota_like_kernel(like: Array, *, axis: int | None) -> Array:
     line = np.arange(like.shape[a], dtype=np.int64).reshape(
         [-1 if i == a else 1 for i in range(like.ndim)])
     return np.broadcast_to(line, like.shape)
+
+
+@KERNELS.register(ops.space_to_depth)
+def _space_to_depth_kernel(x: Array, *, blocksize: int) -> Array:
+    """(N, C, H, W) -> (N, b*b*C, H/b, W/b), block offsets before channels."""
+    n, c, h, w = x.shape
+    b = blocksize
+    t = x.reshape(n, c, h // b, b, w // b, b).transpose(0, 3, 5, 1, 2, 4)
+    return np.ascontiguousarray(t).reshape(n, c * b * b, h // b, w // b)
+
+
+@KERNELS.register(ops.depth_to_space)
+def _depth_to_space_kernel(x: Array, *, blocksize: int) -> Array:
+    """(N, b*b*C, H, W) -> (N, C, H*b, W*b) (DCR), the inverse of space_to_depth."""
+    n, c, h, w = x.shape
+    b = blocksize
+    t = x.reshape(n, b, b, c // (b * b), h, w).transpose(0, 3, 4, 1, 5, 2)
+    return np.ascontiguousarray(t).reshape(n, c // (b * b), h * b, w * b)
