@@ -20,13 +20,16 @@ OWN = {"ort": "onnxruntime", "torch_onnx_ort": "onnxruntime", "torch": "torch", 
 
 
 def worker_env(threads: int, spin: bool) -> dict[str, str]:
-    """The environment of a contender: thread counts for OpenMP/BLAS, passive OpenMP waits."""
+    """The environment of a contender: thread counts for OpenMP/BLAS and, unless ``spin``,
+    pools that sleep when idle (OpenMP passive waits, OpenBLAS's shortest spin)."""
     env = dict(os.environ)
     if threads:
         for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[k] = str(threads)
     if not spin:
         env["OMP_WAIT_POLICY"] = "PASSIVE"
+        # OpenBLAS's pthreads busy-wait 2**28 cycles (~0.1 s) for work by default; 2**4 here
+        env["OPENBLAS_THREAD_TIMEOUT"] = "4"
     return env
 
 

@@ -17,14 +17,15 @@ same session options as ours. The torch columns are skipped, with a note, when t
 Each contender runs in a process of its own (``_contender.py``), one library per process (the
 process reports what it loaded and the run stops if a second library got in), with ``--threads``
 threads (ORT's intra-op pool, torch, OpenMP/OpenBLAS through the environment). Thread pools do
-not spin by default (ORT ``session.intra_op.allow_spinning=0``, ``OMP_WAIT_POLICY=PASSIVE``;
-``--spin`` keeps the libraries' defaults), so a process that just finished cannot steal the
-cores of the next one. Timing goes in interleaved rounds: in each round every contender runs
-``--calls`` calls in turn while the others wait blocked on their pipe, the first of the round
-rotating; a round's figure is the median of its calls. Reported per contender: the median and
-min over ``--repeat`` rounds and the spread (interquartile range / median); speedups use the
-medians. ``--threads 1,2`` measures each thread count in turn; every timing key ends in the
-thread count (``mlp_train_ort_ms_t1``, ``mlp_train_speedup_vs_torch_t2``).
+not spin by default (ORT ``session.intra_op.allow_spinning=0``, ``OMP_WAIT_POLICY=PASSIVE``,
+``OPENBLAS_THREAD_TIMEOUT=4``; ``--spin`` keeps the libraries' defaults), so a process that
+just finished cannot steal the cores of the next one. Timing goes in interleaved rounds: in
+each round every contender runs ``--calls`` calls in turn while the others wait blocked on
+their pipe, the first of the round rotating; a round's figure is the median of its calls.
+Reported per contender: the median and min over ``--repeat`` rounds and the spread
+(interquartile range / median); speedups use the medians. ``--threads 1,2`` measures each
+thread count in turn; every timing key ends in the thread count (``mlp_train_ort_ms_t1``,
+``mlp_train_speedup_vs_torch_t2``).
 
 Before timing, the losses of the first step (the forward pass) and of the second (after one Adam
 update) of ours (ORT), ours (NumPy) and torch must agree within 1e-4 (relative), and the
