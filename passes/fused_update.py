@@ -10,6 +10,8 @@ through the very same operations as in its own update: the results are bit-ident
 State names and shapes are unchanged (``opt.m/<param>`` stays an input of the param's shape),
 so checkpoints move freely between the two forms. Large parameters keep their own chain: for
 them the launches are noise and the concatenation and split would add two passes over memory.
+On ONNX Runtime's CPU provider a launch costs less than the copies save on most models, so
+``make_train_step`` fuses only when asked (``fuse_below=``); see ``FUSE_BELOW``.
 
 Nodes of a group have the scope ``optim/flat`` (the split and reshape that produce a
 parameter's next value and slots: ``optim/<param>``).
@@ -28,9 +30,11 @@ from .optim import Optimizer
 
 __all__ = ["FUSE_BELOW", "group_small", "grouped_updates"]
 
-# elements; below it a parameter joins its dtype's flat update (chosen by measurement, see
-# benchmarks/fused_update.py)
-FUSE_BELOW = 16384
+# elements; below it a parameter joins its dtype's flat update. Off by default, by measurement
+# (benchmarks/fused_update.py, ORT CPU, 1 thread, thread CPU time per step at 16384 vs 0):
+# ResNet-tiny 1.03-1.04x faster, LeNet 0.99-1.00x, MLP 0.985-0.99x; everything flat (no
+# threshold) makes the MLP 0.71x (the concatenation and split of its 200k-element weight)
+FUSE_BELOW = 0
 
 
 def group_small(params: Mapping[str, Value], optimizer: Optimizer, below: int

@@ -194,7 +194,7 @@ def make_train_step(
     ``metrics`` are forward outputs reported each step (default: every output except the loss
     and state updates); with ``clip_grad_norm`` the global gradient norm is clipped and reported
     as metric ``grad_norm``. Parameters of fewer than ``fuse_below`` elements share one update
-    over a flat buffer when the optimizer is elementwise (bit-identical; 0 turns it off).
+    over a flat buffer when the optimizer is elementwise (bit-identical; default 0: off).
     """
     parts = _gradient_half(graph, loss, metrics, seed)
     b, values = parts.builder, parts.values
