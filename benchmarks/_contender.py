@@ -6,7 +6,7 @@ answers one JSON command per line on stdin with one JSON line on stdout:
 * ``{"cmd": "check", "task": "train"}``: two train steps, answered with their losses;
 * ``{"cmd": "check", "task": "infer_b64", "path": P}``: saves the batch-64 output to ``P`` (.npy);
 * ``{"cmd": "time", "task": T, "calls": K, "warmup": W}``: ``W`` untimed calls, then the seconds
-  of each of ``K`` calls;
+  of each of ``K`` calls (wall clock, and CPU time of the calling thread);
 * ``{"cmd": "export", "path": P}`` (torch only): PyTorch's own ONNX export of the model;
 * ``{"cmd": "quit"}``.
 
@@ -133,12 +133,13 @@ def answer(msg: dict[str, Any], case: Case, tasks: dict[str, Task], emodel: Any
         fn = tasks[msg["task"]]
         for _ in range(int(msg.get("warmup", 0))):
             fn()
-        times = []
+        times, cpu = [], []
         for _ in range(int(msg["calls"])):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             fn()
+            cpu.append(time.thread_time() - c0)
             times.append(time.perf_counter() - t0)
-        return {"times": times}
+        return {"times": times, "cpu": cpu}
     if cmd == "export":
         from _torch_twins import torch_onnx
 

@@ -91,18 +91,22 @@ def rounds(contenders: Mapping[str, Contender], task: str, repeat: int, calls: i
     """Interleaved rounds: in each round every contender runs ``calls`` timed calls of ``task``
     in turn (the first of the round rotates), while the others wait blocked on their pipe.
     A round's figure is the median of its calls; per contender: the median and min over the
-    rounds and the spread (interquartile range / median), in seconds."""
+    rounds, the spread (interquartile range / median) and the median of the calling thread's
+    CPU time (``cpu_median``), in seconds."""
     names: Sequence[str] = list(contenders)
     for k in names:
         contenders[k].ask("time", task=task, calls=0, warmup=warmup)
     per: dict[str, list[float]] = {k: [] for k in names}
+    cpu: dict[str, list[float]] = {k: [] for k in names}
     for r in range(repeat):
         for i in range(len(names)):
             k = names[(r + i) % len(names)]
-            times = contenders[k].ask("time", task=task, calls=calls)["times"]
-            per[k].append(float(np.median(times)))
+            reply = contenders[k].ask("time", task=task, calls=calls)
+            per[k].append(float(np.median(reply["times"])))
+            cpu[k].append(float(np.median(reply["cpu"])))
     out: dict[str, dict[str, float]] = {}
     for k, v in per.items():
         q1, med, q3 = (float(x) for x in np.percentile(v, [25, 50, 75]))
-        out[k] = {"median": med, "min": float(np.min(v)), "spread": (q3 - q1) / med}
+        out[k] = {"median": med, "min": float(np.min(v)), "spread": (q3 - q1) / med,
+                  "cpu_median": float(np.median(cpu[k]))}
     return out

@@ -33,11 +33,13 @@ def test_contenders_load_one_library_each_and_agree() -> None:
     if ob.HAVE_TORCH:
         assert libs["torch"] == ["torch"] and libs["torch_onnx_ort"] == ["onnxruntime"]
         assert out["mlp_train_speedup_vs_torch_t1"] > 0
+        assert out["mlp_train_speedup_vs_torch_cpu_t1"] > 0
     assert out["mlp_loss_max_rel_diff"] < 1e-4
     assert out["mlp_first_loss_numpy"] == pytest.approx(out["mlp_first_loss_ort"], rel=1e-4)
     for k in ("ort", "numpy"):
         assert 0 < out[f"mlp_train_{k}_min_ms_t1"] <= out[f"mlp_train_{k}_ms_t1"]
         assert out[f"mlp_train_{k}_spread_t1"] >= 0
+        assert out[f"mlp_train_{k}_cpu_ms_t1"] > 0
         assert out[f"mlp_infer_b64_{k}_ms_t1"] > 0
 
 
@@ -46,7 +48,8 @@ def test_a_contender_reports_errors_and_its_exit() -> None:
     c = procs.Contender("numpy", "mlp", 1)
     try:
         assert "train" in c.tasks and "infer_b1" in c.tasks
-        assert len(c.ask("time", task="infer_b1", calls=3)["times"]) == 3
+        reply = c.ask("time", task="infer_b1", calls=3)
+        assert len(reply["times"]) == len(reply["cpu"]) == 3
         with pytest.raises(RuntimeError, match=r"numpy \(mlp\): KeyError"):
             c.ask("time", task="no_such_task", calls=1)
     finally:
