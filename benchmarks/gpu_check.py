@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from ort_backend import LR, TRAIN_BATCH, Case, make_case, rel_err
+from _cases import LR, TRAIN_BATCH, Case, make_case, rel_err
 
 from lbdl_graph.backends.onnx.runner import OrtRunner, cuda_available
 from lbdl_graph.frontends.training.runners import make_step_runner

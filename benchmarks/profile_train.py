@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _cases import LR, MODELS, TRAIN_BATCH, make_case
 from onnx import TensorProto, helper
-from ort_backend import LR, MODELS, TRAIN_BATCH, make_case
 
 from lbdl_graph.backends.onnx.runner import OrtRunner
 from lbdl_graph.frontends.training.runners import make_step_runner

@@ -149,6 +149,9 @@ class Optimizer:
     """Base class: per-parameter state slots and an update rule built from graph ops."""
 
     lr: float | Schedule
+    # True when ``update`` is elementwise in (p, g, slots) with scalar step and lr: then the
+    # updates of several parameters may run as one over their concatenation (fused_update.py)
+    elementwise: bool = False
 
     def slots(self) -> Sequence[str]:
         """Names of the per-parameter state tensors (each has the parameter's shape)."""
@@ -171,6 +174,7 @@ class SGD(Optimizer):
 
     lr: float | Schedule = 0.01
     momentum: float = 0.0
+    elementwise = True
     weight_decay: float = 0.0
     nesterov: bool = False
 
@@ -201,6 +205,7 @@ class Adam(Optimizer):
 
     lr: float | Schedule = 1e-3
     beta1: float = 0.9
+    elementwise = True
     beta2: float = 0.999
     eps: float = 1e-8
     weight_decay: float = 0.0

@@ -27,6 +27,7 @@ from lbdl_graph.builder import GraphBuilder
 from lbdl_graph.errors import AutodiffError, GraphError
 from lbdl_graph.graph import Graph, Value
 
+from .fused_update import FUSE_BELOW, group_small, grouped_updates
 from .optim import Optimizer, as_schedule, clip_by_global_norm
 
 __all__ = ["SplitTrainStep", "TrainStep", "TrainStepInfo", "make_split_train_step",
@@ -126,9 +127,10 @@ def _gradient_half(graph: Graph, loss: str, metrics: Sequence[str] | None, seed:
 
 def _update_half(b: GraphBuilder, trainable: Sequence[str], step: Value,
                  grads: dict[str, Value], optimizer: Optimizer, clip_grad_norm: float | None,
-                 outputs: dict[str, Value]) -> list[str]:
+                 outputs: dict[str, Value], fuse_below: int) -> list[str]:
     """Clipping and the optimizer update, built in ``b`` (active); adds to ``outputs`` and
-    returns the optimizer-state names."""
+    returns the optimizer-state names. Parameters of fewer than ``fuse_below`` elements are
+    updated together over a flat buffer (``fused_update.py``)."""
     opt = f"optim:{type(optimizer).__name__.lower()}"
     with b.scope("optimizer"), b.provenance("optim", opt):
         if clip_grad_norm is not None:
@@ -139,12 +141,18 @@ def _update_half(b: GraphBuilder, trainable: Sequence[str], step: Value,
             lr = as_schedule(optimizer.lr)(step)
         outputs["lr"] = lr
         inputs = {v.name: v for v in b.inputs}
+        params = {p: inputs[p] for p in trainable}
+        slots = {p: {s: b.input(f"opt.{s}/{p}", inputs[p].type.dtype, inputs[p].type.shape)
+                     for s in optimizer.slots()} for p in trainable}
+        done: dict[str, tuple[Value, dict[str, Value]]] = {}
+        for names in group_small(params, optimizer, fuse_below):
+            done.update(grouped_updates(b, names, params, grads, slots, optimizer, step, lr))
         state_names: list[str] = []
         for p in trainable:
-            slots = {s: b.input(f"opt.{s}/{p}", inputs[p].type.dtype, inputs[p].type.shape)
-                     for s in optimizer.slots()}
-            with b.scope(p), b.provenance(f"optim/{p}"):
-                new_p, new_slots = optimizer.update(inputs[p], grads[p], slots, step, lr)
+            if p not in done:
+                with b.scope(p), b.provenance(f"optim/{p}"):
+                    done[p] = optimizer.update(inputs[p], grads[p], slots[p], step, lr)
+            new_p, new_slots = done[p]
             outputs[f"{p}:next"] = new_p
             for s, v in new_slots.items():
                 outputs[f"opt.{s}/{p}:next"] = v
@@ -179,12 +187,14 @@ def make_train_step(
     metrics: Sequence[str] | None = None,
     clip_grad_norm: float | None = None,
     seed: int = 0,
+    fuse_below: int = FUSE_BELOW,
 ) -> TrainStep:
     """Compile ``graph`` (forward + loss) into one training-step graph; see the module doc.
 
     ``metrics`` are forward outputs reported each step (default: every output except the loss
     and state updates); with ``clip_grad_norm`` the global gradient norm is clipped and reported
-    as metric ``grad_norm``.
+    as metric ``grad_norm``. Parameters of fewer than ``fuse_below`` elements share one update
+    over a flat buffer when the optimizer is elementwise (bit-identical; default 0: off).
     """
     parts = _gradient_half(graph, loss, metrics, seed)
     b, values = parts.builder, parts.values
@@ -193,7 +203,7 @@ def make_train_step(
     with b:
         grads = {p: values[f"grad:{p}"] for p in parts.trainable}
         state_names = _update_half(b, parts.trainable, parts.step, grads, optimizer,
-                                   clip_grad_norm, outputs)
+                                   clip_grad_norm, outputs, fuse_below)
     step_next = outputs.pop(f"{STEP}:next")
     for buf, out in parts.updates.items():
         outputs[f"{buf}:next"] = values[out]
@@ -211,6 +221,7 @@ def make_split_train_step(
     metrics: Sequence[str] | None = None,
     clip_grad_norm: float | None = None,
     seed: int = 0,
+    fuse_below: int = FUSE_BELOW,
 ) -> SplitTrainStep:
     """The training step of :func:`make_train_step` as two graphs, for data parallelism.
 
@@ -237,7 +248,7 @@ def make_split_train_step(
     u_out: dict[str, Value] = {}
     with ub:
         state_names = _update_half(ub, parts.trainable, step, grads, optimizer, clip_grad_norm,
-                                   u_out)
+                                   u_out, fuse_below)
     update_graph = ub.build(u_out, prune=True)
     info, init, meta = _finish(graph, parts, optimizer, loss, state_names, clip_grad_norm)
     return SplitTrainStep(grad_graph.replace(metadata=meta), update_graph, info, init)

@@ -200,10 +200,14 @@ def test_higher_order_gradient_nests_grad_scopes() -> None:
 
 
 def test_train_step_scopes_optimizer_and_rng(mlp: Graph) -> None:
+    names = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")
     step = make_train_step(mlp, Adam(1e-3), clip_grad_norm=1.0).graph
     upd = [n for n in step.nodes if n.origin == "optim:adam"]
-    assert {n.scope for n in upd} == {f"optim/{p}" for p in
-                                     ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")}
+    assert {n.scope for n in upd} == {f"optim/{p}" for p in names}
+    # small parameters share one update over a flat buffer, cut back per parameter
+    fused = make_train_step(mlp, Adam(1e-3), clip_grad_norm=1.0, fuse_below=1 << 20).graph
+    assert {n.scope for n in fused.nodes if n.origin == "optim:adam"} == \
+        {"optim/flat", *(f"optim/{p}" for p in names)}
     assert {n.scope for n in step.nodes if n.origin == "optim:clip_grad_norm"} == {"optim"}
     nxt = {n.outputs[0].name: n for n in step.nodes}
     assert nxt["fc1.weight:next"].scope == "optim/fc1.weight"
