@@ -9,6 +9,7 @@ outputs (:func:`~.graph_model.graph_losses`).
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -82,6 +83,21 @@ def _metric_fns(metrics: Sequence[str | tuple[str, LossFn]]) -> dict[str, LossFn
     return out
 
 
+def _call(model: Module, names: list[str], kw: Mapping[str, Tensor]) -> Any:
+    """``model`` on the named inputs: by keyword when ``forward`` has a parameter of every
+    name (so ``{"input_ids", "masked_positions"}`` skips an optional ``attention_mask``
+    between them), else positionally in the dict's order."""
+    params: Mapping[str, inspect.Parameter] = {}
+    with contextlib.suppress(TypeError, ValueError):  # a forward with no readable signature
+        params = inspect.signature(model.forward).parameters
+    named = all(n in params and params[n].kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                   inspect.Parameter.KEYWORD_ONLY)
+                for n in names)
+    if named and len(names) > 1:
+        return model(**{n: kw[n] for n in names})
+    return model(*(kw[n] for n in names))
+
+
 def trace_loss(model: Module, inputs: Mapping[str, InputSpec], target: InputSpec | None,
                loss: str | LossFn, metrics: Mapping[str, LossFn], *, training: bool,
                sync_batch_norm: bool = False) -> Graph:
@@ -94,7 +110,7 @@ def trace_loss(model: Module, inputs: Mapping[str, InputSpec], target: InputSpec
 
     def with_loss(**kw: Tensor) -> dict[str, Tensor]:
         y = kw.pop("y") if target is not None else None
-        out = model(*(kw[n] for n in names)) if len(names) > 1 else model(kw[names[0]])
+        out = _call(model, names, kw)
         target_t = y if y is not None else kw[names[0]]  # no target: reconstruct the input
         res = {"loss": lfn(out, target_t)}
         res.update((k, f(out, target_t)) for k, f in metrics.items())

@@ -107,7 +107,9 @@ def fit(model: Module | Graph, x: Any, y: Any = None, *, loss: str | LossFn = "c
         resume: str | Path | None = None, max_steps: int | None = None,
         distributed: bool | Any = False, drop_last: bool = False, output: str | None = None,
         tie_weights: bool = True, sync_batch_norm: bool = False) -> History:
-    """Train ``model`` on ``x`` (an array or a dict of named arrays) and targets ``y``.
+    """Train ``model`` on ``x`` (an array or a dict of named arrays, each fed to the
+    ``forward`` parameter of its name, or in order when the names are not all parameters)
+    and targets ``y``.
 
     ``y=None`` trains a reconstruction (autoencoder) on the first input. ``early_stopping=k``
     stops after k epochs without improvement of ``monitor`` and restores the best weights;

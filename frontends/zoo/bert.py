@@ -116,7 +116,8 @@ class Bert(Module):
 class BertForMaskedLM(Module):
     """BERT's pre-training head on the encoder: ``forward(input_ids, attention_mask=None)`` ->
     vocabulary logits (N, T, V) from a dense + GELU + LayerNorm transform of every hidden state
-    and an output layer tied to the token embedding table (plus its own bias), as BERT's MLM."""
+    and an output layer tied to the token embedding table (plus its own bias), as BERT's MLM;
+    ``masked_positions`` limits the logits to the positions that were masked."""
 
     def __init__(self, config: BertConfig | None = None) -> None:
         super().__init__()
@@ -128,9 +129,18 @@ class BertForMaskedLM(Module):
         init.normal_(self.transform.weight, 0.0, c.init_std)
         init.zeros_(self.transform.bias)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        """Logits over the vocabulary at every position."""
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                masked_positions: Tensor | None = None) -> Tensor:
+        """Logits over the vocabulary at every position (N, T, V), or only at the int
+        ``masked_positions`` (N, K) of each row (N, K, V): the original BERT's
+        ``masked_lm_positions``, which spares the output layer the unmasked positions."""
         h = self.bert(input_ids, None, attention_mask)["last_hidden_state"]
+        if masked_positions is not None:
+            if masked_positions.ndim != 2 or not masked_positions.dtype.is_integer:
+                raise error(ShapeError, "masked_positions must be (N, K) integer positions, "
+                            f"got {masked_positions.type}")
+            d = self.bert.config.d_model
+            h = h.gather(1, masked_positions.unsqueeze(-1).expand(-1, -1, d))
         h = self.norm(F.gelu(self.transform(h)))
         return h @ self.bert.embeddings.word.weight.T + self.decoder_bias
 

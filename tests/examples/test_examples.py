@@ -63,11 +63,15 @@ EXPECTED: dict[str, list[str]] = {
                            r"held-out node accuracy: trained GCN +\d\.\d{3}"],
     "lstm_language_model.py": [r"held-out cross-entropy \(nats/char\): .* LSTM \d\.\d{3}",
                                r"--- LSTM sample at temperature 0\.7"],
-    "bert_pretraining.py": [r"held-out masked-token accuracy: most frequent token \d\.\d{3}, "
-                            r"pre-trained BERT \d\.\d{3}",
-                            r"linear probe .* random encoder \d\.\d{3}, pre-trained encoder",
-                            r"majority class \d\.\d{3}, from scratch \d\.\d{3} .* "
-                            r"pre-trained \d\.\d{3}"],
+    "bert_pretraining.py": [r"held-out masked-token accuracy \(15% masked\): most frequent "
+                            r"token \d\.\d{3}, left-neighbour bigram \d\.\d{3}, pre-trained "
+                            r"BERT \d\.\d{3}",
+                            r"from scratch: validation accuracy by learning rate .* test "
+                            r"\d\.\d{3} \(\+- \d\.\d{3}\)",
+                            r"pre-trained: validation accuracy by learning rate .* test "
+                            r"\d\.\d{3} \(\+- \d\.\d{3}\)",
+                            r"majority class \d\.\d{3}; linear probe .* random encoder "
+                            r"\d\.\d{3}, pre-trained encoder \d\.\d{3}"],
     "speech_recognition.py": [r"token error rate: trivial \(digit \d x \d\) \d\.\d{3}, "
                               r"untrained \d\.\d{3}, trained Whisper \d\.\d{3}"],
     "rag.py": [r"TF-IDF bag of words +recall@1 \d\.\d{3}",

@@ -45,3 +45,25 @@ def test_classifier_rejects_bad_pooling() -> None:
         BertForSequenceClassification(CFG, pooling="max")
     with pytest.raises(ShapeError, match="pooler=True"):
         BertForSequenceClassification(CFG, pooling="cls")
+
+
+def test_mlm_logits_at_masked_positions_only() -> None:
+    manual_seed(0)
+    m = BertForMaskedLM(CFG)
+    rng = np.random.default_rng(2)
+    ids = rng.integers(0, 40, (3, 9))
+    pos = np.stack([rng.choice(9, 4, replace=False) for _ in range(3)]).astype(np.int64)
+    full = run(trace(m, SPEC, training=False), {"input_ids": ids})["output"]
+    spec = {**SPEC, "masked_positions": InputSpec(("N", "K"), "int64")}
+    got = run(trace(m, spec, training=False), {"input_ids": ids, "masked_positions": pos}
+              )["output"]
+    assert got.shape == (3, 4, 40)
+    np.testing.assert_allclose(got, np.take_along_axis(full, pos[..., None], 1), atol=1e-5)
+
+
+def test_mlm_masked_positions_must_be_a_matrix() -> None:
+    manual_seed(0)
+    m = BertForMaskedLM(CFG)
+    spec = {**SPEC, "masked_positions": InputSpec(("N",), "int64")}
+    with pytest.raises(ShapeError, match="masked_positions must be"):
+        trace(m, spec)
