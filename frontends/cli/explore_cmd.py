@@ -109,9 +109,9 @@ def _explore(args: argparse.Namespace) -> int:
         return 0
     for s in stage_summary(res.bundle):
         print(f"  {s['id']:<44} {s['nodes']:>7,} nodes  {s['note']}")
-    print(f"Model Explorer on {res.url}")
-    print("press Ctrl+C to stop", flush=True)
-    try:
+    try:  # announced inside the try, so a Ctrl+C right after the announcement still stops cleanly
+        print(f"Model Explorer on {res.url}")
+        print("press Ctrl+C to stop", flush=True)
         while res.thread.is_alive():
             res.thread.join(0.5)
     except KeyboardInterrupt:

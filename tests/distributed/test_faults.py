@@ -59,9 +59,10 @@ def test_a_dead_rank_ends_the_job_and_its_pid_maps_to_its_rank(tmp_path: Path) -
     assert r.returncode != 0
     out = r.stdout + r.stderr
     pids = dict(re.findall(r"(\d)=[^:]+:(\d+)", out.split("data parallel:")[1].split(")")[0]))
-    dead = re.search(r"PID (\d+) RUNNING", out)  # the launcher names the dead process
-    assert dead is not None, out
-    assert pids["1"] == dead.group(1)
+    # the launcher names the dead process (under load it may list the rank it took down too)
+    dead = re.findall(r"PID (\d+) RUNNING", out)
+    assert dead, out
+    assert pids["1"] in dead, (pids, dead)
 
 
 def test_other_weights_or_settings_are_refused_on_every_rank(tmp_path: Path) -> None:
