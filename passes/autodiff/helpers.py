@@ -8,8 +8,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from lbdl_graph import ops
+from lbdl_graph.builder import current_builder
 from lbdl_graph.errors import AutodiffError, ShapeError
-from lbdl_graph.graph import Value
+from lbdl_graph.graph import Graph, Value
 from lbdl_graph.shapes import Dim, fmt_shape, normalize_axes
 
 __all__ = [
@@ -121,3 +122,14 @@ def numel_static(dims: Sequence[Dim]) -> int | None:
     """Product of the dims, or None if one is symbolic."""
     ints = [d for d in dims if isinstance(d, int)]
     return math.prod(ints) if len(ints) == len(dims) else None
+
+
+def inline_body(body: Graph, inputs: Sequence[Value]) -> list[Value]:
+    """Emit a control-flow body's nodes on ``inputs``; returns the values of its outputs."""
+    b = current_builder()
+    env: dict[Value, Value] = dict(zip(body.inputs, inputs, strict=True))
+    for n in body.nodes:
+        outs = b.add_node(n.op, [env[v] if v is not None else None for v in n.inputs], n.attrs,
+                          name=n.name, source=n.source)
+        env.update(zip(n.outputs, outs, strict=True))
+    return [env[v] for v in body.outputs]

@@ -21,22 +21,12 @@ from lbdl_graph.graph import Graph, Value
 from lbdl_graph.shapes import normalize_axis
 
 from .driver import active_values, backprop
+from .helpers import inline_body
 from .table import VJPS
 
 __all__: list[str] = []
 
 Grads = tuple[Value | None, ...]
-
-
-def _inline(body: Graph, inputs: Sequence[Value]) -> list[Value]:
-    """Emit the body's nodes on ``inputs``; returns the values of its outputs."""
-    b = current_builder()
-    env: dict[Value, Value] = dict(zip(body.inputs, inputs, strict=True))
-    for n in body.nodes:
-        outs = b.add_node(n.op, [env[v] if v is not None else None for v in n.inputs], n.attrs,
-                          name=n.name, source=n.source)
-        env.update(zip(n.outputs, outs, strict=True))
-    return [env[v] for v in body.outputs]
 
 
 def _backprop_unrolled(start: int, outs: Sequence[Value], gs: Sequence[Value | None],
@@ -103,7 +93,7 @@ def _loop_vjp(gs: tuple[Value | None, ...], outs: tuple[Value, ...],
     ys: list[list[Value]] = [[] for _ in range(n_scan)]
     for i in range(trips):
         it = ops.constant(value=np.asarray(i, dtype=np.int64))
-        res = _inline(body, [it, true, *carried, *caps])
+        res = inline_body(body, [it, true, *carried, *caps])
         carried = res[1:1 + num_carried]
         for k, y in enumerate(res[1 + num_carried:]):
             ys[k].append(y)

@@ -21,29 +21,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from lbdl_graph import ops
-from lbdl_graph.builder import GraphBuilder, current_builder
+from lbdl_graph.builder import GraphBuilder
 from lbdl_graph.graph import Graph, Value
 from lbdl_graph.ops.control import scan_layout
 from lbdl_graph.shapes import normalize_axis
 
 from .driver import active_values, backprop
-from .helpers import zeros_like
+from .helpers import inline_body, zeros_like
 from .table import VJPS
 
 __all__: list[str] = []
 
 Grads = tuple[Value | None, ...]
-
-
-def _inline(body: Graph, inputs: Sequence[Value]) -> list[Value]:
-    """Emit the body's nodes on ``inputs``; returns the values of its outputs."""
-    b = current_builder()
-    env: dict[Value, Value] = dict(zip(body.inputs, inputs, strict=True))
-    for n in body.nodes:
-        outs = b.add_node(n.op, [env[v] if v is not None else None for v in n.inputs], n.attrs,
-                          name=n.name, source=n.source)
-        env.update(zip(n.outputs, outs, strict=True))
-    return [env[v] for v in body.outputs]
 
 
 def _or_zeros(ct: dict[Value, Value], v: Value) -> Value:
@@ -99,7 +88,7 @@ def _backward_body(body: Graph, n_states: int, n_x: int, with_dy: Sequence[bool]
     c_in = [entry(v.name, v) for v in caps]
     with bb:
         start = len(bb.nodes)
-        res = _inline(body, [*s_t, *x_t, *c_in])
+        res = inline_body(body, [*s_t, *x_t, *c_in])
         inner = bb.nodes[start:]
         seeds: dict[Value, Value] = {}
         pairs = list(zip([res[i] for i, v in enumerate(states) if v.dtype.is_float], d_s,
