@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["interleaved", "interleaved_stats"]
+__all__ = ["interleaved"]
 
 
 def interleaved(fns: Mapping[str, Callable[[], Any]], repeat: int, warmup: int = 3
@@ -26,22 +26,3 @@ def interleaved(fns: Mapping[str, Callable[[], Any]], repeat: int, warmup: int =
             times[k].append(time.perf_counter() - t0)
     return {k: float(np.median(v)) for k, v in times.items()}
 
-
-def interleaved_stats(fns: Mapping[str, Callable[[], Any]], repeat: int, warmup: int = 3
-                      ) -> dict[str, dict[str, float]]:
-    """Like :func:`interleaved`, with each competitor's median, min and spread (the
-    interquartile range over the median) in seconds."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeat):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    out: dict[str, dict[str, float]] = {}
-    for k, v in times.items():
-        q1, med, q3 = (float(x) for x in np.percentile(v, [25, 50, 75]))
-        out[k] = {"median": med, "min": float(np.min(v)), "spread": (q3 - q1) / med}
-    return out
