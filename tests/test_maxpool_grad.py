@@ -56,3 +56,21 @@ def test_max_pool_grad_equals_definition(backend: str, shape: tuple[int, ...],
     run = Interpreter(g).run if backend == "numpy" else OrtRunner(g).run
     got = run({"x": x, "cot": cot})["grad:x"]
     np.testing.assert_array_equal(got, scatter_reference(x, cot, k))
+
+
+@pytest.mark.parametrize(("k", "strides", "unpool"), [((2, 2), (2, 2), True),
+                                                      ((3, 3), (3, 4), True),
+                                                      ((3, 3), (2, 2), False)])
+def test_non_overlapping_windows_unpool(k: tuple[int, ...], strides: tuple[int, ...],
+                                        unpool: bool) -> None:
+    """Windows that share no element write the cotangent back with one max_unpool; overlapping
+    ones keep the scatter-add (an element may be the maximum of two windows)."""
+    g = pool_grad_graph((2, 3, 12, 12), kernel_shape=k, strides=strides)
+    names = {n.op.name for n in g.nodes}
+    assert ("max_unpool" in names) is unpool
+    assert ("scatter_elements" in names) is not unpool
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 12, 12)).astype(np.float32)
+    cot = rng.standard_normal(tuple(g.input("cot").type.shape)).astype(np.float32)
+    want = Interpreter(g).run({"x": x, "cot": cot})["grad:x"]
+    np.testing.assert_array_equal(OrtRunner(g).run({"x": x, "cot": cot})["grad:x"], want)

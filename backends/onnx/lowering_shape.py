@@ -167,3 +167,26 @@ def _space_to_depth_onnx(b: OnnxBuilder, x: str, *, blocksize: int) -> str:
 @LOWERINGS.register(ops.depth_to_space)
 def _depth_to_space_onnx(b: OnnxBuilder, x: str, *, blocksize: int) -> str:
     return b.op("DepthToSpace", x, dtype=b.in_type(0).dtype, blocksize=blocksize, mode="DCR")
+
+
+@LOWERINGS.register(ops.max_unpool)
+def _max_unpool_onnx(b: OnnxBuilder, x: str, indices: str, like: str, *,
+                     kernel_shape: tuple[int, ...], strides: tuple[int, ...] | None,
+                     pads: tuple[int, ...] | None) -> str:
+    # the output shape comes from ``like`` at run time (its batch dim may be symbolic)
+    shape = b.op("Shape", like)
+    dt = b.in_type(0).dtype
+    if dt.name in _UNPOOL_TYPES:
+        return b.op("MaxUnpool", x, indices, shape, kernel_shape=list(kernel_shape),
+                    strides=list(strides) if strides else None,
+                    pads=list(pads) if pads else None)
+    # ONNX Runtime has MaxUnpool for float16/32 only: the same write as a flat scatter
+    flat = b.ints([-1], name="flat")
+    zeros = b.op("ConstantOfShape", b.op("ReduceProd", shape, keepdims=1),
+                 value=numpy_helper.from_array(np.zeros(1, dtype=dt.numpy)))
+    out = b.op("ScatterElements", zeros, b.op("Reshape", indices, flat),
+               b.op("Reshape", x, flat), axis=0)
+    return b.op("Reshape", out, shape)
+
+
+_UNPOOL_TYPES = frozenset({"float16", "float32"})

@@ -97,6 +97,7 @@ from .shape import (
     transpose,
     unsqueeze,
 )
+from .unpool import max_unpool
 
 __all__ = [
     "OPS",
@@ -164,6 +165,7 @@ __all__ = [
     "matmul",
     "matmul_nbits",
     "max_pool",
+    "max_unpool",
     "maximum",
     "minimum",
     "mul",

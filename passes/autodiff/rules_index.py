@@ -17,7 +17,7 @@ from lbdl_graph.errors import AutodiffError
 from lbdl_graph.graph import Value
 from lbdl_graph.shapes import normalize_axis
 
-from .helpers import inverse_perm, ones_like, scalar, static_dims, zeros_like
+from .helpers import inverse_perm, ones_like, reshape_to, scalar, static_dims, zeros_like
 from .table import VJPS
 
 __all__ = ["gather_nd"]
@@ -144,3 +144,13 @@ def _scatter_nd_vjp(g: Value, out: Value, data: Value, indices: Value, updates: 
     g_data, g_upd = _scatter_vjp(g, out, data, updates, reduction, scatter,
                                  lambda v: gather_nd(v, indices))
     return (g_data, None, g_upd)
+
+
+@VJPS.register(ops.max_unpool)
+def _max_unpool_vjp(g: Value, out: Value, x: Value, indices: Value, like: Value, *,
+                    kernel_shape: tuple[int, ...], strides: tuple[int, ...] | None,
+                    pads: tuple[int, ...] | None) -> Grads:
+    # y.flat[idx] = x: x_bar = g.flat[idx] (a flat gather); like only gives the shape
+    flat = (-1,)
+    gx = ops.gather_elements(ops.reshape(g, shape=flat), ops.reshape(indices, shape=flat), axis=0)
+    return (reshape_to(gx, x), None, None)

@@ -14,6 +14,7 @@ import numpy as np
 
 from lbdl_graph import ops
 from lbdl_graph.graph import Value
+from lbdl_graph.ops.unpool import windows_overlap
 
 from .helpers import reshape_to, scalar, static_dims, swap_last2, zeros_like
 from .table import VJPS
@@ -139,6 +140,10 @@ def _max_pool_vjp(g: tuple[Value | None, ...], out: tuple[Value, ...], x: Value,
     gy, idx = g[0], out[1]
     if gy is None:
         return (None,)
+    if not windows_overlap(kernel_shape, strides, dilations):
+        # distinct indices: writing gy at them equals scatter-adding it (ONNX MaxUnpool)
+        return (ops.max_unpool(gy, idx, x, kernel_shape=kernel_shape, strides=strides,
+                               pads=pads),)
     flat = (-1,)
     grad = ops.scatter_elements(ops.reshape(zeros_like(x), shape=flat),
                                 ops.reshape(idx, shape=flat), ops.reshape(gy, shape=flat),

@@ -289,3 +289,16 @@ def _depth_to_space_kernel(x: Array, *, blocksize: int) -> Array:
     b = blocksize
     t = x.reshape(n, b, b, c // (b * b), h, w).transpose(0, 3, 4, 1, 5, 2)
     return np.ascontiguousarray(t).reshape(n, c // (b * b), h * b, w * b)
+
+
+@KERNELS.register(ops.max_unpool)
+def _max_unpool_kernel(x: Array, indices: Array, like: Array, *, kernel_shape: tuple[int, ...],
+                       strides: tuple[int, ...] | None, pads: tuple[int, ...] | None) -> Array:
+    """Zeros shaped like ``like`` with ``x`` written at the flat ``indices`` (ONNX MaxUnpool)."""
+    out = np.zeros(like.shape, dtype=x.dtype)
+    flat = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if flat.size and (flat.min() < 0 or flat.max() >= out.size):
+        raise ShapeError(f"max_unpool: indices outside [0, {out.size}) for output "
+                         f"{list(out.shape)}")
+    out.reshape(-1)[flat] = x.reshape(-1)
+    return out
