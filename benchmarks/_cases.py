@@ -13,7 +13,12 @@ from lbdl_graph.frontends.module import Module
 from lbdl_graph.frontends.training.trainer import trace_loss
 from lbdl_graph.frontends.zoo import ZOO
 from lbdl_graph.passes.optim import Adam
-from lbdl_graph.passes.train_step import TrainStep, make_train_step
+from lbdl_graph.passes.train_step import (
+    SplitTrainStep,
+    TrainStep,
+    make_split_train_step,
+    make_train_step,
+)
 
 __all__ = ["CLASSES", "IMAGE", "INFER_BATCHES", "LR", "MODELS", "TRAIN_BATCH", "Case",
            "make_case", "rel_err"]
@@ -64,6 +69,12 @@ class Case:
         fwd = trace_loss(self.model, {self.input_name: self.input_spec}, self.target_spec,
                          "cross_entropy", {}, training=True)
         return make_train_step(fwd, Adam(LR))
+
+    def split_step(self) -> SplitTrainStep:
+        """The same step as a gradient graph and an update graph."""
+        fwd = trace_loss(self.model, {self.input_name: self.input_spec}, self.target_spec,
+                         "cross_entropy", {}, training=True)
+        return make_split_train_step(fwd, Adam(LR))
 
 
 def make_case(name: str) -> Case:

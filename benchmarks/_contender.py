@@ -7,6 +7,8 @@ answers one JSON command per line on stdin with one JSON line on stdout:
 * ``{"cmd": "check", "task": "infer_b64", "path": P}``: saves the batch-64 output to ``P`` (.npy);
 * ``{"cmd": "time", "task": T, "calls": K, "warmup": W}``: ``W`` untimed calls, then the seconds
   of each of ``K`` calls (wall clock, and CPU time of the calling thread);
+* tasks ``grad`` and ``update`` (ort and torch): the step's two halves, forward + backward and
+  the optimizer update (see ``train_parts.py``);
 * ``{"cmd": "export", "path": P}`` (torch only): PyTorch's own ONNX export of the model;
 * ``{"cmd": "quit"}``.
 
@@ -66,7 +68,40 @@ def ours(kind: str, case: Case, opts: dict[str, Any]) -> tuple[dict[str, Task], 
         infer = Interpreter(graph, training=False)
     tasks: dict[str, Task] = {f"infer_b{b}": (lambda f=f: infer.run(f)["output"])
                               for b, f in _infer_feeds(case).items()}
+    if kind == "ort":
+        tasks.update(ort_parts(case, opts))
     return tasks, lambda: float(runner.step(feed)["loss"])
+
+
+def ort_parts(case: Case, opts: dict[str, Any]) -> dict[str, Task]:
+    """The two halves of our step on ONNX Runtime (``make_split_train_step``): ``grad`` runs the
+    gradient graph (forward + backward) with IOBinding into preallocated outputs, ``update`` the
+    optimizer graph with its state kept in ORT memory (ping-pong), on the first step's grads."""
+    import onnxruntime as ort
+
+    from lbdl_graph.backends.onnx.runner import OrtRunner
+    from lbdl_graph.backends.onnx.stateful import OrtStatefulRunner
+
+    split = case.split_step()
+    feed = case.train_feed()
+    grad = OrtRunner(split.grad_graph, params_as_inputs=True, **opts)
+    values = {**{k: np.asarray(v) for k, v in split.initial_state.items()}, **feed}
+    names = [i.name for i in grad.session.get_inputs()]
+    first = grad.run({k: values[k] for k in names})
+    io = grad.session.io_binding()
+    keep = []  # the OrtValues must outlive the binding
+    for name in names:
+        keep.append(ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(values[name])))
+        io.bind_ortvalue_input(name, keep[-1])
+    for name, arr in first.items():
+        keep.append(ort.OrtValue.ortvalue_from_shape_and_type(arr.shape, arr.dtype, "cpu", 0))
+        io.bind_ortvalue_output(name, keep[-1])
+    update = OrtStatefulRunner(split.update_graph, {s: f"{s}:next" for s in split.update_state},
+                               init={s: split.initial_state[s] for s in split.update_state},
+                               **opts)
+    grads = {k: v for k, v in first.items() if k.startswith("grad:")}
+    return {"grad": lambda: grad.session.run_with_iobinding(io),
+            "update": lambda: update.step(grads)}
 
 
 def torch_side(case: Case, threads: int) -> tuple[dict[str, Task], Task, Any]:
@@ -97,8 +132,14 @@ def torch_side(case: Case, threads: int) -> tuple[dict[str, Task], Task, Any]:
         with torch.no_grad():
             return emodel(x).numpy()
 
+    def grad() -> None:  # forward + cross-entropy + backward, no optimizer step
+        opt.zero_grad(set_to_none=True)
+        out = tmodel(tx)
+        TF.cross_entropy(out.reshape(-1, out.shape[-1]), ty.reshape(-1)).backward()
+
     xs = {b: torch.from_numpy(f[case.input_name]) for b, f in _infer_feeds(case).items()}
     tasks: dict[str, Task] = {f"infer_b{b}": (lambda t=x: eager(t)) for b, x in xs.items()}
+    tasks.update(grad=grad, update=opt.step)  # update: Adam on the last grad's gradients
     return tasks, train, emodel
 
 

@@ -57,3 +57,17 @@ def test_a_contender_reports_errors_and_its_exit() -> None:
     assert c.proc.returncode == 0
     with pytest.raises(RuntimeError, match="exited with status"):
         procs.Contender("no_such_kind", "mlp", 1)
+
+
+def test_ort_contender_times_the_step_halves() -> None:
+    """train_parts.py's tasks: the gradient graph and the update graph run on their own."""
+    procs = _load("_procs")
+    c = procs.Contender("ort", "mlp", 1)
+    try:
+        assert {"train", "grad", "update"} <= set(c.tasks)
+        for task in ("grad", "update"):
+            reply = c.ask("time", task=task, calls=2, warmup=1)
+            assert len(reply["times"]) == 2 and min(reply["times"]) > 0
+    finally:
+        c.close()
+    assert c.proc.returncode == 0
