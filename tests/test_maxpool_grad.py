@@ -74,3 +74,30 @@ def test_non_overlapping_windows_unpool(k: tuple[int, ...], strides: tuple[int, 
     cot = rng.standard_normal(tuple(g.input("cot").type.shape)).astype(np.float32)
     want = Interpreter(g).run({"x": x, "cot": cot})["grad:x"]
     np.testing.assert_array_equal(OrtRunner(g).run({"x": x, "cot": cot})["grad:x"], want)
+
+
+@pytest.mark.parametrize(("shape", "k", "strides", "op"), [
+    ((2, 3, 12, 12), (3, 3), (3, 3), "MaxUnpool"),  # windows tile the input
+    ((2, 3, 12, 12), (3, 3), (3, 4), "ScatterElements"),  # a remainder: not MaxUnpool's shape
+])
+def test_exported_unpool_means_the_same_everywhere(shape: tuple[int, ...], k: tuple[int, ...],
+                                                   strides: tuple[int, ...], op: str) -> None:
+    """MaxUnpool is exported only where its output is the shape it infers (runtimes read an
+    explicit other output_shape differently); the model agrees with the ONNX reference
+    evaluator and imports back."""
+    from onnx.reference import ReferenceEvaluator
+
+    from lbdl_graph.backends.onnx.export import to_onnx
+    from lbdl_graph.frontends.onnx import import_onnx
+
+    g = pool_grad_graph(shape, kernel_shape=k, strides=strides)
+    model = to_onnx(g)
+    assert op in {n.op_type for n in model.graph.node}
+    rng = np.random.default_rng(2)
+    feeds = {"x": rng.standard_normal(shape).astype(np.float32)}
+    feeds["cot"] = rng.standard_normal(tuple(g.input("cot").type.shape)).astype(np.float32)
+    want = Interpreter(g).run(feeds)["grad:x"]
+    (got,) = ReferenceEvaluator(model).run(["grad:x"], feeds)
+    np.testing.assert_array_equal(got, want)
+    back = import_onnx(model)
+    np.testing.assert_array_equal(Interpreter(back).run(feeds)["grad:x"], want)

@@ -176,11 +176,14 @@ def _max_unpool_onnx(b: OnnxBuilder, x: str, indices: str, like: str, *,
     # the output shape comes from ``like`` at run time (its batch dim may be symbolic)
     shape = b.op("Shape", like)
     dt = b.in_type(0).dtype
-    if dt.name in _UNPOOL_TYPES:
+    if dt.name in _UNPOOL_TYPES and _unpool_shape_is_inferred(b, kernel_shape, strides, pads):
         return b.op("MaxUnpool", x, indices, shape, kernel_shape=list(kernel_shape),
                     strides=list(strides) if strides else None,
                     pads=list(pads) if pads else None)
-    # ONNX Runtime has MaxUnpool for float16/32 only: the same write as a flat scatter
+    # the same write as a flat scatter: ONNX Runtime has MaxUnpool for float16/32 only, and
+    # where the output is not the shape MaxUnpool infers (floor-mode windows that leave a
+    # remainder, ceil mode) runtimes read output_shape differently (ORT addresses it, the ONNX
+    # reference addresses the inferred shape and pads the end)
     flat = b.ints([-1], name="flat")
     zeros = b.op("ConstantOfShape", b.op("ReduceProd", shape, keepdims=1),
                  value=numpy_helper.from_array(np.zeros(1, dtype=dt.numpy)))
@@ -190,3 +193,19 @@ def _max_unpool_onnx(b: OnnxBuilder, x: str, indices: str, like: str, *,
 
 
 _UNPOOL_TYPES = frozenset({"float16", "float32"})
+
+
+def _unpool_shape_is_inferred(b: OnnxBuilder, kernel_shape: tuple[int, ...],
+                              strides: tuple[int, ...] | None,
+                              pads: tuple[int, ...] | None) -> bool:
+    """Whether the output's spatial dims are those ONNX MaxUnpool infers from its input."""
+    x, like = b.in_type(0), b.in_type(2)
+    k = len(kernel_shape)
+    s, p = strides or (1,) * k, pads or (0,) * (2 * k)
+    for i in range(k):
+        n, want = x.shape[2 + i], like.shape[2 + i]
+        if not (isinstance(n, int) and isinstance(want, int)):
+            return False
+        if (n - 1) * s[i] + kernel_shape[i] - p[i] - p[i + k] != want:
+            return False
+    return True
