@@ -14,7 +14,7 @@ reference length), against a trivial baseline from the same run: the most freque
 repeated the number of times that is best on the training transcripts. The exported ONNX model
 takes raw waveforms and is checked on ONNX Runtime against NumPy.
 
-Measured (1000 steps; 29-30 s of CPU, user+sys, with ``OMP_NUM_THREADS=1``, three seeds at once
+Measured (1000 steps; 29-31 s of CPU, user+sys, with ``OMP_NUM_THREADS=1``, three seeds at once
 on two shared cores at load average 11): held-out token error rate, trivial / untrained /
 trained Whisper, and the share of the 300 clips transcribed exactly: seed 0 0.915 / 1.000 /
 0.023 (91.3% exact), seed 1 0.899 / 1.000 / 0.059 (79.3%), seed 2 0.894 / 1.000 / 0.052
