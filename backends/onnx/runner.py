@@ -38,6 +38,7 @@ __all__ = [
     "OrtRunner",
     "check_inputs",
     "cuda_available",
+    "env_threads",
     "input_specs",
     "resolve_providers",
     "run_onnxruntime",
@@ -316,6 +317,14 @@ def to_host(arr: np.ndarray) -> np.ndarray:
     return arr
 
 
+def env_threads() -> int | None:
+    """The thread count ``OMP_NUM_THREADS`` asks for (its first entry, as OpenMP reads a list
+    such as "4,2"), or None when it is unset or not a positive integer (OpenMP ignores such
+    values too)."""
+    first = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    return int(first) if first.isdigit() and int(first) > 0 else None
+
+
 def _serialize(model: ModelProto) -> bytes:
     if model.ByteSize() > 2**31 - 1:
         raise OnnxError(f"model '{model.graph.name}' is over 2 GB",
@@ -333,7 +342,9 @@ class OrtRunner:
         graph_or_model: a Graph (exported with ``export_options``), a ModelProto or a path.
         providers: None (CUDA if it really works, else CPU), "cpu", "cuda" or an ORT list.
         optimization: "all", "extended", "basic" or "disable".
-        intra_op_threads: threads per op (None: ORT's default).
+        intra_op_threads: threads per op (None: ``OMP_NUM_THREADS`` when it is set to a
+            positive count, as NumPy's BLAS and PyTorch read it, else ORT's default of one per
+            core, whose spinning workers burn CPU time while a small model waits for them).
         session_options: extra session settings: a key naming a ``SessionOptions`` attribute
             sets it (``{"enable_profiling": True, "profile_file_prefix": "/tmp/p"}``), a dotted
             key is a session config entry (``{"session.intra_op.allow_spinning": "0"}``).
@@ -387,6 +398,8 @@ class OrtRunner:
         so = ort.SessionOptions()
         so.log_severity_level = _SILENT  # failures surface as exceptions, translated below
         so.graph_optimization_level = _LEVELS[optimization]
+        if intra_op_threads is None:
+            intra_op_threads = env_threads()
         if intra_op_threads is not None:
             so.intra_op_num_threads = intra_op_threads
         _apply_session_options(so, session_options or {})

@@ -123,6 +123,22 @@ def test_optimization_levels_agree(level: str) -> None:
     np.testing.assert_array_equal(got.run(feeds())["add"], np.full((2, 3), 4, np.float32))
 
 
+@pytest.mark.parametrize(("env", "arg", "want"), [
+    ("1", None, 1), ("3,2", None, 3), (" 2 ", None, 2), ("", None, 0), ("0", None, 0),
+    ("many", None, 0), ("1", 2, 2), (None, None, 0), (None, 1, 1)])
+def test_threads_follow_omp_num_threads(monkeypatch: pytest.MonkeyPatch, env: str | None,
+                                        arg: int | None, want: int) -> None:
+    # OMP_NUM_THREADS=1 gives a one-thread session (ORT would spin a worker per core otherwise);
+    # an explicit intra_op_threads wins; unset or unusable values leave ORT's default (0)
+    if env is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", env)
+    r = OrtRunner(affine(), providers="cpu", intra_op_threads=arg)
+    assert r.session.get_session_options().intra_op_num_threads == want
+    np.testing.assert_array_equal(r.run(feeds())["add"], np.full((2, 3), 4, np.float32))
+
+
 def test_unknown_optimization_level() -> None:
     with pytest.raises(OnnxError, match="optimization"):
         OrtRunner(affine(), optimization="max")
