@@ -16,6 +16,8 @@ import itertools
 import math
 from collections.abc import Sequence
 
+import numpy as np
+
 from lbdl_graph import ops
 from lbdl_graph.graph import Value
 
@@ -25,6 +27,7 @@ __all__ = ["MAX_PATCH_ELEMENTS", "im2col_fits", "im2col_weight_grad"]
 
 Ints = tuple[int, ...]
 MAX_PATCH_ELEMENTS = 1 << 22  # per sample: C * prod(kernel) * prod(output)
+PATCHES = "conv"  # how the patches are built: "conv" (one-hot depthwise conv) or "slice"
 
 
 def im2col_fits(x: Value, gy: Value, kernel: Sequence[int], group: int) -> bool:
@@ -39,6 +42,25 @@ def im2col_fits(x: Value, gy: Value, kernel: Sequence[int], group: int) -> bool:
     return int(x.shape[1]) * math.prod(kernel) * math.prod(out) <= MAX_PATCH_ELEMENTS
 
 
+def _slices(x: Value, kernel: Sequence[int], win: tuple[Ints, Ints, Ints],
+            out: Ints) -> list[Value]:
+    """One strided Slice of the padded ``x`` per kernel offset, each (N, C, *O)."""
+    s, p, d = win
+    k = len(kernel)
+    xp = ops.pad(x, pads=(0, 0, *p[:k], 0, 0, *p[k:])) if any(p) else x
+    size = static_dims(xp.shape[2:], "conv weight gradient (input spatial dims)")
+    axes = tuple(range(2, 2 + k))
+    cols: list[Value] = []
+    for off in itertools.product(*(range(n) for n in kernel)):
+        starts = tuple(off[i] * d[i] for i in range(k))
+        ends = tuple(starts[i] + s[i] * (out[i] - 1) + 1 for i in range(k))
+        if any(starts) or any(st != 1 for st in s) or ends != size:
+            cols.append(ops.slice_(xp, starts=starts, ends=ends, axes=axes, steps=s))
+        else:
+            cols.append(xp)
+    return cols
+
+
 def im2col_weight_grad(x: Value, gy: Value, kernel: Sequence[int],
                        win: tuple[Ints, Ints, Ints]) -> Value:
     """``w_bar`` of shape (M, C, *kernel) for ``y = conv(x, w)`` with ``win`` = (strides,
@@ -47,23 +69,20 @@ def im2col_weight_grad(x: Value, gy: Value, kernel: Sequence[int],
     k = len(kernel)
     c, m = static_dims([x.shape[1], gy.shape[1]], "conv weight gradient channels")
     out = static_dims(gy.shape[2:], "conv weight gradient (output spatial dims)")
-    xp = x
-    if any(p):
-        xp = ops.pad(x, pads=(0, 0, *p[:k], 0, 0, *p[k:]))
-    axes = tuple(range(2, 2 + k))
-    cols: list[Value] = []
-    for off in itertools.product(*(range(n) for n in kernel)):
-        starts = tuple(off[i] * d[i] for i in range(k))
-        ends = tuple(starts[i] + s[i] * (out[i] - 1) + 1 for i in range(k))
-        xs = xp
-        if any(st != 0 for st in starts) or any(st != 1 for st in s) or \
-                any(e != n for e, n in zip(ends, static_dims(xp.shape[2:], "conv"), strict=True)):
-            xs = ops.slice_(xp, starts=starts, ends=ends, axes=axes, steps=s)
-        cols.append(xs)
-    kk = len(cols)
+    kk = math.prod(kernel)
+    if PATCHES == "conv" and kk > 1:
+        # a depthwise conv with one-hot kernels: output channel c*K + k is x[c] at offset k
+        eye = np.eye(kk, dtype=x.dtype.numpy).reshape(kk, 1, *kernel)
+        ones = ops.constant(value=np.tile(eye, (c, 1, *(1,) * k)))
+        col = ops.conv(x, ones, None, strides=s, pads=p, dilations=d, group=c)
+        if tuple(col.shape[2:]) != out:  # a conv_transpose's output padding: extra windows
+            col = ops.slice_(col, starts=(0,) * k, ends=out, axes=tuple(range(2, 2 + k)))
+        cols = [col]
+    else:
+        cols = _slices(x, kernel, win, out)
     pixels = math.prod(out)
-    if kk == 1:
-        patches = ops.reshape(cols[0], shape=(0, c, pixels))  # (N, C, P)
+    if len(cols) == 1:
+        patches = ops.reshape(cols[0], shape=(0, c * kk, pixels))  # (N, C*K, P)
     else:
         stacked = ops.concat(*(ops.unsqueeze(v, axes=(2,)) for v in cols), axis=2)
         patches = ops.reshape(stacked, shape=(0, c * kk, pixels))  # (N, C*K, P)
