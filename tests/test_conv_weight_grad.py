@@ -65,10 +65,13 @@ def _run(g: Graph, f: dict[str, np.ndarray], backend: str) -> dict[str, Any]:
     return dict(Interpreter(g).run(f) if backend == "numpy" else OrtRunner(g).run(f))
 
 
+@pytest.mark.parametrize("patches", ["conv", "slice"])
 @pytest.mark.parametrize("backend", ["numpy", "onnxruntime"])
 @pytest.mark.parametrize(("xs", "ws", "s", "p", "d"), CASES)
-def test_weight_grad_matches_torch(backend: str, xs: tuple[int, ...], ws: tuple[int, ...],
-                                   s: Any, p: Any, d: Any) -> None:
+def test_weight_grad_matches_torch(monkeypatch: pytest.MonkeyPatch, patches: str, backend: str,
+                                   xs: tuple[int, ...], ws: tuple[int, ...], s: Any, p: Any,
+                                   d: Any) -> None:
+    monkeypatch.setattr(conv_im2col, "PATCHES", patches)
     attrs = {"strides": s, "pads": p, "dilations": d}
     g = conv_grad_graph(xs, ws, **attrs)
     assert "matmul" in {n.op.name for n in g.nodes}  # the im2col form was taken
@@ -103,6 +106,32 @@ def test_symbolic_batch(backend: str) -> None:
     f = feeds(xs, ws, g)
     _, gw = torch_grads(f, **attrs)
     np.testing.assert_allclose(_run(g, f, backend)["grad:w"], gw, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "onnxruntime"])
+def test_conv_transpose_weight_grad_with_output_padding(backend: str) -> None:
+    """conv_transpose's weight gradient runs the same form with x and g swapped; its output
+    padding leaves windows past the input's length that the patches must drop."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 3, 5, 4)).astype(np.float32)
+    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    b = GraphBuilder("convt_grad")
+    xv, wv = b.input("x", "float32", x.shape), b.input("w", "float32", w.shape)
+    with b:
+        y = ops.conv_transpose(xv, wv, None, strides=(2, 2), pads=(1, 1, 1, 1),
+                               output_padding=(1, 1))
+        cot = b.input("cot", "float32", y.shape)
+        loss = ops.reduce_sum(ops.mul(y, cot), axes=None, keepdims=False)
+    g = grad(b.build({"loss": loss}), "loss", ["x", "w"])
+    c = rng.standard_normal(tuple(int(v) for v in cot.shape)).astype(np.float32)
+    got = _run(g, {"x": x, "w": w, "cot": c}, backend)
+    tx = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    tw = torch.tensor(w, dtype=torch.float64, requires_grad=True)
+    ty = torch.nn.functional.conv_transpose2d(tx, tw, stride=2, padding=1, output_padding=1)
+    (ty * torch.tensor(c, dtype=torch.float64)).sum().backward()
+    assert tw.grad is not None
+    np.testing.assert_allclose(got["grad:w"], tw.grad.numpy(), rtol=1e-4, atol=1e-4)
 
 
 def test_grouped_and_oversized_keep_the_conv_form(monkeypatch: pytest.MonkeyPatch) -> None:
