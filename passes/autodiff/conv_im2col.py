@@ -6,7 +6,7 @@ Runtime's CPU provider, which runs that huge kernel as an im2col over every pixe
 result. Here the patches ``patches[n, (c, k), o]`` are built once, by a depthwise conv of x with
 one-hot kernels (output channel ``c*K + k`` is x[c] at kernel offset k: same strides, pads and
 dilations as the forward conv; ``PATCHES = "slice"`` builds them from one strided Slice per
-offset instead, 25-30% slower on ORT), then ``w_bar = sum_n gy[n] @ patches[n]^T`` is one
+offset instead, 25-30% slower on ORT), then ``w_bar^T = sum_n patches[n] @ gy[n]^T`` is one
 batched MatMul and a ReduceSum over the batch. The patches take ``prod(kernel)`` times the
 input's memory, so the form is used while that stays under ``MAX_PATCH_ELEMENTS`` per sample.
 """
@@ -88,7 +88,9 @@ def im2col_weight_grad(x: Value, gy: Value, kernel: Sequence[int],
         stacked = ops.concat(*(ops.unsqueeze(v, axes=(2,)) for v in cols), axis=2)
         patches = ops.reshape(stacked, shape=(0, c * kk, pixels))  # (N, C*K, P)
     g2 = ops.reshape(gy, shape=(0, m, pixels))  # (N, M, P)
-    per_sample = ops.matmul(g2, ops.transpose(patches, perm=(0, 2, 1)))  # (N, M, C*K)
-    total = ops.reduce_sum(per_sample, axes=(0,), keepdims=False)
-    res: Value = ops.reshape(total, shape=(m, c, *kernel))
+    # patches @ gy^T, (N, C*K, M): the wide C*K side as the rows runs 1.1-1.7x faster on ORT's
+    # CPU GEMM than gy @ patches^T, whose M rows are few (8 in ResNet-tiny's first blocks)
+    per_sample = ops.matmul(patches, ops.transpose(g2, perm=(0, 2, 1)))
+    total = ops.reduce_sum(per_sample, axes=(0,), keepdims=False)  # (C*K, M)
+    res: Value = ops.reshape(ops.transpose(total, perm=(1, 0)), shape=(m, c, *kernel))
     return res
