@@ -107,3 +107,17 @@ def test_backends_agree_over_steps() -> None:
     sa, sb = a.state(), b.state()
     for k in step.info.state:
         np.testing.assert_allclose(sb[k], sa[k], rtol=1e-5, atol=1e-5, err_msg=k)
+
+
+def test_convert_precision_keeps_it_in_float32() -> None:
+    from lbdl_graph.passes.precision import convert_precision
+
+    manual_seed(0)
+    model = TwoBN()
+    g = trace(model, [InputSpec((2, 3, 6, 5), name="x"), InputSpec((2, 4, 6, 5), name="t")],
+              training=True, module=model)
+    half = convert_precision(g, "float16").graph
+    bns = [n for n in half.nodes if n.op.name == "batch_norm_train"]
+    assert len(bns) == 2
+    assert all(v.type.dtype.name == "float32" for n in bns for v in (*n.inputs, *n.outputs)
+               if v is not None)
