@@ -8,7 +8,8 @@ one-hot kernels (output channel ``c*K + k`` is x[c] at kernel offset k: same str
 dilations as the forward conv; ``PATCHES = "slice"`` builds them from one strided Slice per
 offset instead, 25-30% slower on ORT), then ``w_bar^T = sum_n patches[n] @ gy[n]^T`` is one
 batched MatMul and a ReduceSum over the batch. The patches take ``prod(kernel)`` times the
-input's memory, so the form is used while that stays under ``MAX_PATCH_ELEMENTS`` per sample.
+input's memory, so the form is used while that stays under ``MAX_PATCH_ELEMENTS`` per sample,
+and for kernels of at most ``MAX_KERNEL_ELEMENTS`` taps (measured per shape, see there).
 """
 
 from __future__ import annotations
@@ -28,13 +29,17 @@ __all__ = ["MAX_PATCH_ELEMENTS", "im2col_fits", "im2col_weight_grad"]
 
 Ints = tuple[int, ...]
 MAX_PATCH_ELEMENTS = 1 << 22  # per sample: C * prod(kernel) * prod(output)
+# the swapped-axes conv's GEMM has prod(kernel) output columns: too few for small kernels, fine
+# from 5x5 on (ORT CPU, 1 thread: 3x3 im2col 1.1-1.7x faster on ResNet-tiny's and LeNet-like
+# shapes; 5x5 0.6-1.0x, so those keep the conv form)
+MAX_KERNEL_ELEMENTS = 9
 PATCHES = "conv"  # how the patches are built: "conv" (one-hot depthwise conv) or "slice"
 
 
 def im2col_fits(x: Value, gy: Value, kernel: Sequence[int], group: int) -> bool:
-    """Whether the im2col form applies: no groups, static channel and spatial dims, and
-    patches of at most ``MAX_PATCH_ELEMENTS`` per sample."""
-    if group != 1 or x.ndim < 3:
+    """Whether the im2col form applies: no groups, at most ``MAX_KERNEL_ELEMENTS`` kernel
+    taps, static channel and spatial dims, patches of at most ``MAX_PATCH_ELEMENTS`` a sample."""
+    if group != 1 or x.ndim < 3 or math.prod(kernel) > MAX_KERNEL_ELEMENTS:
         return False
     dims = [*x.shape[1:], *gy.shape[1:]]
     if not all(isinstance(d, int) for d in dims):
