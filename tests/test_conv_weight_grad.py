@@ -134,7 +134,8 @@ def test_conv_transpose_weight_grad_with_output_padding(backend: str) -> None:
     np.testing.assert_allclose(got["grad:w"], tw.grad.numpy(), rtol=1e-4, atol=1e-4)
 
 
-def test_grouped_large_kernels_and_oversized_keep_the_conv_form(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_grouped_large_kernels_and_oversized_keep_the_conv_form(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     grouped = conv_grad_graph((2, 4, 6, 6), (4, 2, 3, 3), pads=(1, 1, 1, 1), group=2)
     assert "matmul" not in {n.op.name for n in grouped.nodes}
     five = conv_grad_graph((2, 3, 8, 8), (4, 3, 5, 5), pads=(2, 2, 2, 2))
