@@ -76,8 +76,11 @@ EXPECTED: dict[str, list[str]] = {
                               r"untrained \d\.\d{3}, trained Whisper \d\.\d{3}"],
     "rag.py": [r"TF-IDF bag of words +recall@1 \d\.\d{3}",
                r"trained embedder +recall@1 \d\.\d{3} +recall@3",
-               r"closed book \(no retrieval\) +\d\.\d{3}",
-               r"retrieved top-2 passages +\d\.\d{3}", r"KV-cache bundle on onnxruntime"],
+               r"reader by epoch: training loss( \d+\.\d{3}){2}; validation answer "
+               r"accuracy( \d\.\d{3}){2}",
+               r"closed book \(no retrieval\) +\d\.\d{3}", r"random passage +\d\.\d{3}",
+               r"retrieved top-2 passages +\d\.\d{3}", r"oracle passage +\d\.\d{3}",
+               r"KV-cache bundle on onnxruntime"],
     "saliency.py": [r"held-out accuracy: trained \d\.\d{3}, majority class",
                     r"random ink pixels \(baseline\) +\d\.\d{3}",
                     r"integrated gradients +\d\.\d{3}", r"pictures: .*saliency\.png"],
