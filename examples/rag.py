@@ -151,47 +151,44 @@ class DualEncoder(Module):
         return self.enc(q), self.enc(p)
 
 
-def reader_data(c: Corpus, rng: np.random.Generator, n: int, all_tokens: bool,
-                first: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` training sequences (x, y) for the reader, each about a freshly drawn random fact
-    (never a held-out one) so that the GPT learns to read the passages, not to memorise:
-    the fact's passage alone, or with another fact about the same country or a docstring, in
-    random order. ``y`` is the next word at the answer and ``<eos>`` (and, with
-    ``all_tokens``, at every position); 0 elsewhere."""
+def reader_data(c: Corpus, rng: np.random.Generator, n: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` sequences for the reader (inputs x, next-word targets y, 0 at padding, and the
+    position of the answer in each row), each about a freshly drawn random fact (never a
+    held-out one), so that the GPT learns to read the passages, not to memorise. Its passage
+    comes alone or with a distractor, in equal shares: another fact about the same country,
+    the same relation of another country, a docstring. It comes first three times in four,
+    as retrieval ranks it."""
     stoi, rels, held = c.stoi, list(RELATIONS), {c.facts[i] for i in c.held}
     seqs: list[list[int]] = []
-    starts: list[int] = []
     while len(seqs) < n:
         e = c.ents[int(rng.integers(N_ENTITIES))]
         r, r2 = (rels[int(k)] for k in rng.choice(len(rels), 2, replace=False))
-        v, v2 = (c.values[q][int(rng.integers(N_VALUES))] for q in (r, r2))
+        v = c.values[r][int(rng.integers(N_VALUES))]
         if (e, r, v) in held:
             continue
         ctx = [RELATIONS[r][0].format(e=e, v=v)]
         kind = int(rng.integers(4))
-        if kind == 1:  # another fact about the same country
-            ctx.append(RELATIONS[r2][0].format(e=e, v=v2))
-        elif kind == 2:  # the same relation of another country
+        if kind == 1:
+            ctx.append(RELATIONS[r2][0].format(e=e, v=c.values[r2][int(rng.integers(N_VALUES))]))
+        elif kind == 2:
             e2 = c.ents[(c.ents.index(e) + int(rng.integers(1, N_ENTITIES))) % N_ENTITIES]
-            ctx.append(RELATIONS[r][0].format(e=e2, v=v2 if r2 == r else
-                                              c.values[r][int(rng.integers(N_VALUES))]))
+            ctx.append(RELATIONS[r][0].format(e=e2, v=c.values[r][int(rng.integers(N_VALUES))]))
         elif kind == 3:
             ctx.append(c.docs[int(rng.integers(len(c.docs)))])
-        if rng.random() > first:
+        if rng.random() < 0.25:
             ctx.reverse()
-        p = c.prompt(ctx, RELATIONS[r][1].format(e=e))
-        starts.append(1 if all_tokens else len(p))
-        seqs.append([*p, stoi[v], stoi[EOS]])
-    width = max(map(len, seqs)) - 1
-    x = np.zeros((n, width), np.int64)
-    y = np.zeros_like(x)
-    for k, (s, a) in enumerate(zip(seqs, starts, strict=True)):
-        x[k, :len(s) - 1] = s[:-1]
-        y[k, a - 1:len(s) - 1] = s[a:]
-    return x, y
+        seqs.append([*c.prompt(ctx, RELATIONS[r][1].format(e=e)), stoi[v], stoi[EOS]])
+    # one width for every set: the two longest passages, question, answer and <eos>
+    width = 2 * max(len(p.split()) for p in c.passages) + max(
+        len(q.split()) for q in c.questions) + 6
+    x, y = np.zeros((n, width), np.int64), np.zeros((n, width), np.int64)
+    for k, s in enumerate(seqs):
+        x[k, :len(s) - 1], y[k, :len(s) - 1] = s[:-1], s[1:]
+    return x, y, np.array([len(s) - 3 for s in seqs])
 
 
-def answer_loss(out: Tensor, y: Tensor) -> Tensor:
+def token_loss(out: Tensor, y: Tensor) -> Tensor:
     """Cross-entropy on the positions whose target is not padding (id 0)."""
     logp = out.log_softmax(-1)
     mask = (y != 0).float()
@@ -235,15 +232,8 @@ def train_retriever(c: Corpus, args: object, epochs: int) -> np.ndarray:
 
 
 def main() -> None:
-    args = parse_args(__doc__, extra={"steps": (int, 1500, "reader (GPT) training steps"),
-                                      "lr": (float, 5e-3, "reader learning rate"),
-                                      "batch": (int, 32, "reader batch size"),
-                                      "layers": (int, 2, "reader layers"),
-                                      "heads": (int, 4, "reader attention heads"),
-                                      "all_tokens": (int, 0, "reader loss on every token"),
-                                      "d_model": (int, 64, "reader width"),
-                                      "epochs": (int, 5, "reader epochs"),
-                                      "first": (float, 0.5, "P(gold passage first)"),
+    args = parse_args(__doc__, extra={"steps": (int, 1200, "reader (GPT) training steps"),
+                                      "lr": (float, 2e-2, "reader peak learning rate"),
                                       "enc_epochs": (int, 40, "embedder training epochs")})
     rng = np.random.default_rng(args.seed)
     c = make_corpus(rng)
@@ -253,18 +243,22 @@ def main() -> None:
           f"{len(itos)} words")
     learned = train_retriever(c, args, 2 if args.quick else args.enc_epochs)
 
-    steps, epochs = (6, 2) if args.quick else (args.steps, args.epochs)
-    x, y = reader_data(c, rng, steps * args.batch // epochs, bool(args.all_tokens),
-                       args.first)
-    vx, vy = reader_data(c, rng, 256, False, args.first)
-    vy[vy == stoi[EOS]] = 0  # validation: the answer word only
+    steps, epochs, batch = (6, 2, 32) if args.quick else (args.steps, 8, 32)
+    x, y, _ = reader_data(c, rng, steps * batch // epochs)
+    vx, vy, va = reader_data(c, rng, 256)
+    rows = np.arange(len(vx))
+    vy_answer = np.zeros_like(vy)
+    vy_answer[rows, va] = vy[rows, va]  # validation: the answer word only
     manual_seed(args.seed)
-    gpt = GPT(GPTConfig(vocab_size=len(itos), context=CONTEXT, num_layers=args.layers,
-                        d_model=args.d_model, num_heads=args.heads, dropout=0.0))
-    with stage(f"training the GPT reader on {len(x)} prompts (random facts): {steps} steps, "
-               f"{gpt.num_parameters():,} parameters"):
-        hist = fit(gpt, x, y, loss=answer_loss, epochs=epochs, batch_size=args.batch,
-                   validation_data=(vx, vy), metrics=[("answer", answer_accuracy)],
+    # small and wide-initialised (std 0.05, not GPT-2's 0.02): copying a word from the passage
+    # starts after ~400 steps instead of ~800 (measured on seed 0)
+    gpt = GPT(GPTConfig(vocab_size=len(itos), context=CONTEXT, num_layers=2, d_model=32,
+                        num_heads=4, dropout=0.0, init_std=0.05))
+    with stage(f"training the GPT reader on {len(x)} prompts about random facts, every word "
+               f"predicted: {epochs} epochs, {steps} steps, {gpt.num_parameters():,} "
+               "parameters"):
+        hist = fit(gpt, x, y, loss=token_loss, epochs=epochs, batch_size=batch,
+                   validation_data=(vx, vy_answer), metrics=[("answer", answer_accuracy)],
                    optimizer=Adam(WarmupLR(CosineLR(args.lr, steps), min(30, steps))),
                    clip_grad_norm=1.0, backend=args.backend, seed=args.seed, progress=False)
     print("reader by epoch: training loss " + " ".join(f"{v:.3f}" for v in hist["loss"])
