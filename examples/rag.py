@@ -13,6 +13,7 @@ import json
 import re
 import string
 import textwrap
+from argparse import Namespace
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ RELATIONS = {
 }
 N_ENTITIES, N_VALUES, PAD, BOS, EOS = 60, 30, "<pad>", "<bos>", "<eos>"
 CONTEXT, DOC_WORDS, TOP = 32, 8, 2
+ANSWER_WEIGHT = 4.0  # the answer's share of the reader's loss, against the other words'
 
 
 def made_up_words(rng: np.random.Generator, n: int, taken: set[str]) -> list[str]:
@@ -189,11 +191,13 @@ def reader_data(c: Corpus, rng: np.random.Generator, n: int
 
 
 def token_loss(out: Tensor, y: Tensor) -> Tensor:
-    """Cross-entropy on the positions whose target is not padding (id 0)."""
-    logp = out.log_softmax(-1)
-    mask = (y != 0).float()
-    picked = (logp * F.one_hot(y, out.shape[-1]).float()).sum(-1)
-    return -(picked * mask).sum() / mask.sum()
+    """Cross-entropy on the positions whose target is not padding (id 0); a target id
+    shifted by the vocabulary size marks the answer, which weighs ANSWER_WEIGHT times more."""
+    vocab = out.shape[-1]
+    target = y % vocab
+    weight = (target != 0).float() * (1.0 + (ANSWER_WEIGHT - 1.0) * (y >= vocab).float())
+    picked = (out.log_softmax(-1) * F.one_hot(target, vocab).float()).sum(-1)
+    return -(picked * weight).sum() / weight.sum()
 
 
 def answer_accuracy(out: Tensor, y: Tensor) -> Tensor:
@@ -202,11 +206,11 @@ def answer_accuracy(out: Tensor, y: Tensor) -> Tensor:
     return ((out.argmax(-1) == y).float() * mask).sum() / mask.sum()
 
 
-def train_retriever(c: Corpus, args: object, epochs: int) -> np.ndarray:
+def train_retriever(c: Corpus, args: Namespace, epochs: int) -> np.ndarray:
     """Train the dual encoder, check its ONNX export, print recall@1/@3 against random and
     TF-IDF ranking; returns the scores (held-out questions, passages)."""
     pid, qid = c.ids(c.passages, DOC_WORDS + 2), c.ids(c.questions, 8)
-    seed, backend, out = (getattr(args, k) for k in ("seed", "backend", "out"))
+    seed, backend, out = args.seed, args.backend, args.out
     manual_seed(seed)
     enc = TextEmbedder(EmbedderConfig(vocab_size=len(c.itos), d_model=64, hidden=128,
                                       out_dim=64))
@@ -232,7 +236,7 @@ def train_retriever(c: Corpus, args: object, epochs: int) -> np.ndarray:
 
 
 def main() -> None:
-    args = parse_args(__doc__, extra={"steps": (int, 1200, "reader (GPT) training steps"),
+    args = parse_args(__doc__, extra={"steps": (int, 1000, "reader (GPT) training steps"),
                                       "lr": (float, 2e-2, "reader peak learning rate"),
                                       "enc_epochs": (int, 40, "embedder training epochs")})
     rng = np.random.default_rng(args.seed)
@@ -244,7 +248,8 @@ def main() -> None:
     learned = train_retriever(c, args, 2 if args.quick else args.enc_epochs)
 
     steps, epochs, batch = (6, 2, 32) if args.quick else (args.steps, 8, 32)
-    x, y, _ = reader_data(c, rng, steps * batch // epochs)
+    x, y, a = reader_data(c, rng, steps * batch // epochs)
+    y[np.arange(len(y)), a] += len(itos)  # marks the answer for token_loss
     vx, vy, va = reader_data(c, rng, 256)
     rows = np.arange(len(vx))
     vy_answer = np.zeros_like(vy)
