@@ -1,9 +1,37 @@
 """Retrieval-augmented generation (book section 8.1): an embedding model retrieves passages,
 a small GPT answers from them with ``generate`` and its KV cache.
 
-(docstring figures: see the end of this run)
+The corpus mixes 240 synthetic facts about 60 made-up countries (4 relations each: "the
+capital of vorla is kesmi .") with 112 standard-library docstring sentences as distractors.
+Questions paraphrase the relation with words that never occur in the passages ("what city
+rules vorla ?"), so bag-of-words overlap finds the country but not the fact. A fifth of the
+facts is held out: neither model sees their question or answer in training.
 
-    python examples/rag.py
+1. Retrieval: the zoo's ``TextEmbedder`` (masked mean of token embeddings, MLP, L2 norm) is
+   trained as a shared-weight dual encoder with InfoNCE on the training (question, passage)
+   pairs. Recall@1 and @3 on the held-out questions are compared with random ranking and a
+   TF-IDF bag-of-words ranking, computed in the same run.
+2. Reading: the zoo's ``GPT`` (word level, 2 layers, d=32) learns "[passages] question : Q
+   answer : A <eos>" from 4,000 prompts (8 epochs) about freshly drawn random facts (never a
+   held-out one), so it must learn to read, not to memorise. The fact's passage comes alone or with a
+   distractor (another fact about the same country, the same relation of another country, a
+   docstring), first three times in four as retrieval ranks it. Copying the answer from the
+   passage is learnt abruptly; what makes the onset early and reliable is predicting every
+   word (the country in the question is copied too) with the answer weighted 4x, weights
+   drawn with std 0.05 and a peak learning rate of 2e-2 (on seed 0 before the weighting,
+   GPT-2's std 0.02 started copying after ~900 steps, 0.05 after ~450). On the held-out
+   questions it answers greedily with ``generate`` from an exported KV-cache bundle on ONNX
+   Runtime: closed book and from one random passage (the baselines: it cannot know unseen
+   facts), from the embedder's top-2 passages, and from the right passage alone (oracle).
+
+Measured (1 thread, load average 8-11 on 2 cores: 33 s of CPU per run, 3 min 18 s wall):
+
+    seed  recall@1 TF-IDF / embedder  answer accuracy: closed book  random  top-2  oracle
+    0             0.146 / 0.958                          0.000      0.021   0.854  1.000
+    1             0.250 / 1.000                          0.042      0.062   0.875  1.000
+    2             0.312 / 1.000                          0.021      0.021   0.938  1.000
+
+    python examples/rag.py [--seed 1]
 """
 
 from __future__ import annotations
@@ -255,8 +283,7 @@ def main() -> None:
     vy_answer = np.zeros_like(vy)
     vy_answer[rows, va] = vy[rows, va]  # validation: the answer word only
     manual_seed(args.seed)
-    # small and wide-initialised (std 0.05, not GPT-2's 0.02): copying a word from the passage
-    # starts after ~400 steps instead of ~800 (measured on seed 0)
+    # init std 0.05, not GPT-2's 0.02: copying from the passages starts about twice as early
     gpt = GPT(GPTConfig(vocab_size=len(itos), context=CONTEXT, num_layers=2, d_model=32,
                         num_heads=4, dropout=0.0, init_std=0.05))
     with stage(f"training the GPT reader on {len(x)} prompts about random facts, every word "
