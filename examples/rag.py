@@ -13,16 +13,17 @@ facts is held out: neither model sees their question or answer in training.
    TF-IDF bag-of-words ranking, computed in the same run.
 2. Reading: the zoo's ``GPT`` (word level, 2 layers, d=32) learns "[passages] question : Q
    answer : A <eos>" from 4,000 prompts (8 epochs) about freshly drawn random facts (never a
-   held-out one), so it must learn to read, not to memorise. The fact's passage comes alone or with a
-   distractor (another fact about the same country, the same relation of another country, a
-   docstring), first three times in four as retrieval ranks it. Copying the answer from the
-   passage is learnt abruptly; what makes the onset early and reliable is predicting every
-   word (the country in the question is copied too) with the answer weighted 4x, weights
-   drawn with std 0.05 and a peak learning rate of 2e-2 (on seed 0 before the weighting,
-   GPT-2's std 0.02 started copying after ~900 steps, 0.05 after ~450). On the held-out
-   questions it answers greedily with ``generate`` from an exported KV-cache bundle on ONNX
-   Runtime: closed book and from one random passage (the baselines: it cannot know unseen
-   facts), from the embedder's top-2 passages, and from the right passage alone (oracle).
+   held-out one), so it must learn to read, not to memorise. The fact's passage comes alone
+   or with a distractor (another fact about the same country, the same relation of another
+   country, a docstring), first three times in four as retrieval ranks it. Copying the
+   answer from the passage is learnt abruptly; what makes the onset early and reliable is
+   predicting every word (the country in the question is copied too) with the answer
+   weighted 4x, weights drawn with std 0.05 and a peak learning rate of 2e-2 (on seed 0
+   before the weighting, GPT-2's std 0.02 started copying after ~900 steps, 0.05 after
+   ~450). On the held-out questions it answers greedily with ``generate`` from an exported
+   KV-cache bundle on ONNX Runtime: closed book and from one random passage (the baselines:
+   it cannot know unseen facts), from the embedder's top-2 passages, and from the right
+   passage alone (oracle).
 
 Measured (1 thread, load average 8-11 on 2 cores: 33 s of CPU per run, 3 min 18 s wall):
 
