@@ -25,12 +25,14 @@ facts is held out: neither model sees their question or answer in training.
    it cannot know unseen facts), from the embedder's top-2 passages, and from the right
    passage alone (oracle).
 
-Measured (1 thread, load average 8-11 on 2 cores: 33 s of CPU per run, 3 min 18 s wall):
+Measured (1 thread, load average 8-11 on 2 cores: 29-33 s of CPU per run, ~3 min wall):
 
     seed  recall@1 TF-IDF / embedder  answer accuracy: closed book  random  top-2  oracle
     0             0.146 / 0.958                          0.000      0.021   0.854  1.000
     1             0.250 / 1.000                          0.042      0.062   0.875  1.000
     2             0.312 / 1.000                          0.021      0.021   0.938  1.000
+    3             0.229 / 0.979                          0.000      0.021   0.896  1.000
+    4             0.146 / 1.000                          0.042      0.042   0.875  1.000
 
     python examples/rag.py [--seed 1]
 """
