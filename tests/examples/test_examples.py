@@ -79,7 +79,8 @@ EXPECTED: dict[str, list[str]] = {
                r"reader by epoch: training loss( \d+\.\d{3}){2}; validation answer "
                r"accuracy( \d\.\d{3}){2}",
                r"closed book \(no retrieval\) +\d\.\d{3}", r"random passage +\d\.\d{3}",
-               r"retrieved top-2 passages +\d\.\d{3}", r"oracle passage +\d\.\d{3}",
+               r"retrieved top-2 passages +\d\.\d{3}", r"top-2, in reverse order +\d\.\d{3}",
+               r"oracle passage +\d\.\d{3}",
                r"KV-cache bundle on onnxruntime"],
     "saliency.py": [r"held-out accuracy: trained \d\.\d{3}, majority class",
                     r"random ink pixels \(baseline\) +\d\.\d{3}",
