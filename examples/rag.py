@@ -25,7 +25,7 @@ facts is held out: neither model sees their question or answer in training.
    it cannot know unseen facts), from the embedder's top-2 passages, and from the right
    passage alone (oracle).
 
-Measured (1 thread, load average 6-11 on 2 cores: 30-36 s of CPU per run, 1-3 min wall):
+Measured (1 thread: 25 s of CPU, 24 s wall at load average 1-2; 30-36 s of CPU at 6-11):
 
     seed  recall@1 TF-IDF / embedder  answer accuracy: closed book  random  top-2  reversed  oracle
     0             0.146 / 0.958                          0.000      0.021   0.854   0.125    1.000
