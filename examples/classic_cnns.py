@@ -13,14 +13,18 @@ are upsampled by nearest neighbour, to 64x64 for AlexNet (its stem and poolings 
 63 pixels) and to 32x32 for the other two. Each model is trained with the compiled training
 step on ONNX Runtime with its own recipe (``MODELS``), Adam with cosine decay throughout:
 AlexNet (no BatchNorm) 6 epochs with a 5% warm-up and AdamW's weight decay 0.05, VGG-16 4
-epochs and GoogLeNet 5 epochs of batches of 64 with a 10% warm-up, both with label smoothing
+epochs and GoogLeNet 6 epochs of batches of 64 with a 10% warm-up, both with label smoothing
 0.1. The script prints the held-out accuracy of each next to the majority class, the
 untrained model and a logistic regression on the 64 raw pixels, then exports each trained
 classifier to ONNX and checks ONNX Runtime against NumPy.
 
-FIGURES
+Held-out accuracy, seeds 0 / 1 / 2 (measured with OMP_NUM_THREADS=1, about 55 s of user+sys
+CPU time per run): logistic regression 0.967 / 0.964 / 0.955, AlexNet 0.975 / 0.972 / 0.961,
+VGG-16 0.983 / 0.981 / 0.969, GoogLeNet 0.989 / 0.983 / 0.972. VGG-16 and GoogLeNet beat the
+logistic regression by 1.4 to 2.2 points on every seed; AlexNet only by 0.6 to 0.8 (two to
+three of the 359 test images).
 
-    python examples/classic_cnns.py   # about 55 s of CPU time on one thread
+    python examples/classic_cnns.py   # 6 + 4 + 6 epochs
 """
 
 from __future__ import annotations
@@ -89,7 +93,7 @@ MODELS = {
                                    batch_norm=True, hidden=64, pool_size=1, num_classes=10,
                                    in_channels=1, dropout=0.0), 32, 2e-3, 16, 4, smoothing=0.1),
     "GoogLeNet": Setup(GoogLeNet, GoogLeNetConfig(num_classes=10, in_channels=1, dropout=0.0
-                                                  ).scaled(4), 32, 6e-3, 64, 5,
+                                                  ).scaled(4), 32, 6e-3, 64, 6,
                        warmup=0.1, smoothing=0.1),
 }
 
@@ -117,7 +121,7 @@ def logistic_regression(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray,
 
 def main() -> None:
     args = parse_args(__doc__, extra={"epochs": (int, 0, "epochs per model (default: each "
-                                                        "model's own, 4 or 5)")})
+                                                        "model's own, 4 or 6)")})
     xtr, ytr, xte, yte = digits(seed=args.seed)
     if args.quick:
         xtr, ytr, xte, yte = xtr[:96], ytr[:96], xte[:64], yte[:64]
