@@ -4,16 +4,27 @@ same run.
 
 Each zoo model keeps its architecture (AlexNet's five convolutions and three poolings after an
 11x11 stride-4 stem; VGG-16's thirteen 3x3 convolutions in five stages; GoogLeNet's stem and
-nine Inception modules) at a small width, with one input channel and 10 classes; VGG-16 is the
-BatchNorm variant (torchvision's ``vgg16_bn``) and its 64-wide classifier gets torch's default
-Linear initialisation (torchvision's N(0, 0.01), meant for 4096-wide layers, stalls it). The
-digits are upsampled by nearest neighbour, to 64x64 for AlexNet (its stem and poolings need at
-least 63 pixels) and to 32x32 for the other two. Each model is trained with the compiled
-training step (Adam, cosine decay) on ONNX Runtime; the script prints the held-out accuracy of
-each next to the majority class, the untrained model and a logistic regression on the 64 raw
-pixels, then exports each trained classifier to ONNX and checks ONNX Runtime against NumPy.
+nine Inception modules) at a small width (AlexNet with 32 to 96 channels instead of 64 to 384
+and a 128-wide classifier, VGG-16 at 1/16 of torchvision's widths, GoogLeNet at a quarter of
+every width), with one input channel and 10 classes; VGG-16 is the BatchNorm variant
+(torchvision's ``vgg16_bn``) and its 64-wide classifier gets torch's default Linear
+initialisation (torchvision's N(0, 0.01), meant for 4096-wide layers, stalls it). The digits
+are upsampled by nearest neighbour, to 64x64 for AlexNet (its stem and poolings need at least
+63 pixels) and to 32x32 for the other two. Each model is trained with the compiled training
+step on ONNX Runtime with its own recipe (``MODELS``), Adam with cosine decay throughout:
+AlexNet (no BatchNorm) 6 epochs with a 5% warm-up and AdamW's weight decay 0.05, VGG-16 4
+epochs and GoogLeNet 6 epochs of batches of 64 with a 10% warm-up, both with label smoothing
+0.1. The script prints the held-out accuracy of each next to the majority class, the
+untrained model and a logistic regression on the 64 raw pixels, then exports each trained
+classifier to ONNX and checks ONNX Runtime against NumPy.
 
-    python examples/classic_cnns.py   # 4 epochs per model: 35 s on one core of a busy machine
+Held-out accuracy, seeds 0 / 1 / 2 (measured with OMP_NUM_THREADS=1, about 55 s of user+sys
+CPU time per run): logistic regression 0.967 / 0.964 / 0.955, AlexNet 0.975 / 0.972 / 0.961,
+VGG-16 0.983 / 0.981 / 0.969, GoogLeNet 0.989 / 0.983 / 0.972. VGG-16 and GoogLeNet beat the
+logistic regression by 1.4 to 2.2 points on every seed; AlexNet only by 0.6 to 0.8 (two to
+three of the 359 test images).
+
+    python examples/classic_cnns.py   # 6 + 4 + 6 epochs
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ from typing import Any
 import numpy as np
 from _common import check_onnx, digits, parse_args, run_graph, stage
 
-from lbdl_graph.frontends import Module, manual_seed, trace
+from lbdl_graph.frontends import F, Module, Tensor, manual_seed, trace
 from lbdl_graph.frontends.layers import Linear
 from lbdl_graph.frontends.training import fit
 from lbdl_graph.frontends.zoo import (
@@ -37,30 +48,53 @@ from lbdl_graph.frontends.zoo import (
     VGGConfig,
 )
 from lbdl_graph.frontends.zoo.vgg import VGG16
-from lbdl_graph.passes.optim import Adam, CosineLR
+from lbdl_graph.passes.optim import Adam, CosineLR, Schedule, WarmupLR
 
 
 @dataclass(frozen=True)
 class Setup:
-    """One model of the comparison: its class and config, input side, learning rate, batch."""
+    """One model of the comparison and its training recipe: class and config, input side,
+    peak learning rate, batch, epochs, the share of the steps spent warming the learning rate
+    up, AdamW's decoupled weight decay and the label smoothing of the cross-entropy (0.1:
+    targets 0.91 and 0.01)."""
 
     cls: type[Module]
     config: Any
     side: int
     lr: float
     batch: int
+    epochs: int
+    warmup: float = 0.0
+    weight_decay: float = 0.0
+    smoothing: float = 0.0
+
+    def schedule(self, steps: int) -> Schedule:
+        """Cosine decay from ``lr`` over ``steps``, after the linear warm-up if any."""
+        cosine = CosineLR(self.lr, steps)
+        return WarmupLR(cosine, max(1, round(self.warmup * steps))) if self.warmup else cosine
+
+    def optimizer(self, steps: int) -> Adam:
+        """Adam, or AdamW when ``weight_decay``, on :meth:`schedule`."""
+        return Adam(self.schedule(steps), weight_decay=self.weight_decay,
+                    decoupled=bool(self.weight_decay))
+
+    def loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        """The training loss: cross-entropy, on label-smoothed targets if ``smoothing``."""
+        return F.cross_entropy(logits, target, label_smoothing=self.smoothing)
 
 
 # dropout is off: at these widths it keeps the small classifiers from learning in a few epochs
 MODELS = {
     "AlexNet": Setup(AlexNet, AlexNetConfig(widths=(32, 64, 96, 64, 64), hidden=128,
                                             pool_size=1, num_classes=10, in_channels=1,
-                                            dropout=0.0), 64, 1e-3, 16),
+                                            dropout=0.0), 64, 1.5e-3, 16, 6, warmup=0.05,
+                     weight_decay=0.05),
     "VGG-16": Setup(VGG, VGGConfig(layers=tuple(v if v == "M" else v // 16 for v in VGG16),
                                    batch_norm=True, hidden=64, pool_size=1, num_classes=10,
-                                   in_channels=1, dropout=0.0), 32, 2e-3, 16),
+                                   in_channels=1, dropout=0.0), 32, 2e-3, 16, 4, smoothing=0.1),
     "GoogLeNet": Setup(GoogLeNet, GoogLeNetConfig(num_classes=10, in_channels=1, dropout=0.0
-                                                  ).scaled(8), 32, 2e-3, 32),
+                                                  ).scaled(4), 32, 6e-3, 64, 6,
+                       warmup=0.1, smoothing=0.1),
 }
 
 
@@ -86,8 +120,8 @@ def logistic_regression(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray,
 
 
 def main() -> None:
-    args = parse_args(__doc__, extra={"epochs": (int, 4, "epochs per model")})
-    epochs = 1 if args.quick else args.epochs
+    args = parse_args(__doc__, extra={"epochs": (int, 0, "epochs per model (default: each "
+                                                        "model's own, 4 or 6)")})
     xtr, ytr, xte, yte = digits(seed=args.seed)
     if args.quick:
         xtr, ytr, xte, yte = xtr[:96], ytr[:96], xte[:64], yte[:64]
@@ -99,6 +133,7 @@ def main() -> None:
 
     rows = []
     for name, m in MODELS.items():
+        epochs = 1 if args.quick else args.epochs or m.epochs
         tr, te = upsample(xtr, m.side), upsample(xte, m.side)
         manual_seed(args.seed)
         model = m.cls(m.config)
@@ -111,9 +146,14 @@ def main() -> None:
         t0, c0 = time.perf_counter(), time.process_time()
         with stage(f"training {name} on {args.backend} ({m.side}x{m.side} inputs, "
                    f"{model.num_parameters():,} parameters): {epochs} epoch(s) x "
-                   f"{steps // epochs} steps of {m.batch}, Adam {m.lr:g} with cosine decay"):
-            hist = fit(model, tr, ytr, metrics=["accuracy"], epochs=epochs, batch_size=m.batch,
-                       optimizer=Adam(CosineLR(m.lr, steps)), backend=args.backend,
+                   f"{steps // epochs} steps of {m.batch}, "
+                   f"{f'AdamW (weight decay {m.weight_decay:g})' if m.weight_decay else 'Adam'} "
+                   f"{m.lr:g} with "
+                   f"{f'{m.warmup:.0%} warm-up and ' if m.warmup else ''}cosine decay, "
+                   f"label smoothing {m.smoothing:g}"):
+            hist = fit(model, tr, ytr, loss=m.loss, metrics=["accuracy"], epochs=epochs,
+                       batch_size=m.batch, optimizer=m.optimizer(steps),
+                       backend=args.backend,
                        seed=args.seed, progress=False)
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         for e in hist.epochs:
