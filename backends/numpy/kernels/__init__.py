@@ -26,7 +26,6 @@ from . import (  # noqa: E402, F401
     fused,
     fused_program,
     nn,
-    norm_train,
     quant,
     random,
     reduce,
