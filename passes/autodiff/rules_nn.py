@@ -14,6 +14,7 @@ import numpy as np
 
 from lbdl_graph import ops
 from lbdl_graph.graph import Value
+from lbdl_graph.ops.unpool import windows_overlap
 
 from .helpers import reshape_to, scalar, static_dims, swap_last2, zeros_like
 from .table import VJPS
@@ -139,8 +140,6 @@ def _max_pool_vjp(g: tuple[Value | None, ...], out: tuple[Value, ...], x: Value,
     gy, idx = g[0], out[1]
     if gy is None:
         return (None,)
-    from lbdl_graph.ops.unpool import windows_overlap
-
     if not windows_overlap(kernel_shape, strides, dilations):
         # distinct indices: writing gy at them equals scatter-adding it (ONNX MaxUnpool)
         return (ops.max_unpool(gy, idx, x, kernel_shape=kernel_shape, strides=strides,
