@@ -7,8 +7,9 @@ produce (``"(H-3)//2+1"``, ``"N*4"``) are evaluated too. An unbound name raises
 FLOPs (:func:`flops`): matmul-like ops count 2 per multiply-accumulate, convolutions
 ``2 * out elements * (C_in / group) * kernel area``; elementwise ops 1 per output element
 (``fused_elementwise``: 1 per element and step); reductions 1 per input element; softmax 5,
-layer_norm 8 and batch_norm 4 per element; pooling ``out elements * window``; dropout and the
-random ops 1 per element (the counter-based hash is integer work, not counted as FLOPs).
+layer_norm and batch_norm_train 8, batch_norm 4 per element; pooling ``out elements * window``;
+dropout and the random ops 1 per element (the counter-based hash is integer work, not counted as
+FLOPs).
 Data movement (the ``SHAPE`` ops, identity, stop_gradient, constants) costs 0; any other op
 1 per output element.
 
@@ -133,6 +134,7 @@ _RULES: dict[str, Callable[[Node, Bindings | None], int]] = {
     "log_softmax": _per_element(5),
     "layer_norm": _per_element(8),
     "batch_norm": _per_element(4),
+    "batch_norm_train": _per_element(8),
     "cumsum": _per_element(1, "in"),
 }
 _FREE = frozenset({"identity", "stop_gradient", "constant", "full_like", "iota_like"})

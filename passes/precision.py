@@ -30,8 +30,9 @@ from .base import PassResult
 __all__ = ["KEEP_FLOAT32", "NARROW_TYPES", "convert_precision"]
 
 NARROW_TYPES = ("float16", "bfloat16")
-KEEP_FLOAT32 = frozenset({"layer_norm", "batch_norm", "softmax", "log_softmax", "reduce_sum",
-                          "reduce_mean", "reduce_prod", "cumsum", "attention"})
+KEEP_FLOAT32 = frozenset({"layer_norm", "batch_norm", "batch_norm_train", "softmax",
+                          "log_softmax", "reduce_sum", "reduce_mean", "reduce_prod", "cumsum",
+                          "attention"})
 
 
 def _narrow_array(a: np.ndarray, dt: DType) -> np.ndarray:

@@ -58,6 +58,21 @@ def _synced_stats(t: Tensor, axes: list[int], group: str) -> tuple[Tensor, Tenso
     return _channel_shape(t, mean), _channel_shape(t, var), n_all
 
 
+def _channel_count(t: Tensor) -> int | Tensor:
+    """Elements per channel of an (N, C, ...) tensor: an int for static dims, else counted in
+    the graph from channel 0 with the static axes cut to length 1 (not from all of ``t``)."""
+    axes = [0, *range(2, t.ndim)]
+    dims = [t.shape[a] for a in axes]
+    if all(isinstance(d, int) for d in dims):
+        return reduced_count(t, axes)
+    cut = [a for a in range(1, t.ndim) if a == 1 or isinstance(t.shape[a], int)]
+    col = Tensor(ops.slice_(t.value, starts=[0] * len(cut), ends=[1] * len(cut), axes=cut))
+    static = int(np.prod([d for d in dims if isinstance(d, int)], dtype=np.int64))
+    count = reduced_count(col, axes)
+    assert isinstance(count, Tensor)
+    return count * const(float(static), t) if static != 1 else count
+
+
 def _channel_shape(t: Tensor, v: Tensor) -> Tensor:
     return v.reshape([1, v.shape[0]] + [1] * (t.ndim - 2))
 
@@ -92,19 +107,28 @@ def batch_norm(x: Any, running_mean: Any | None, running_var: Any | None,
     axes = [0, *range(2, t.ndim)]
     group = _SYNC.get()
     n: int | Tensor
-    if group is None:
-        mean = t.mean(axes, keepdim=True)
-        xc = t - mean
-        var = (xc * xc).mean(axes, keepdim=True)
-        n = reduced_count(t, axes)
+    if group is None and isinstance(c, int):
+        # one batch_norm_train node (y, batch mean, biased var): a closed-form VJP, one ONNX op
+        ones = np.ones(c, dtype=t.dtype.numpy)
+        scale = as_tensor(weight) if weight is not None else Tensor(ops.constant(value=ones))
+        shift = as_tensor(bias) if bias is not None else Tensor(ops.constant(value=ones * 0))
+        yv, mv, vv = ops.batch_norm_train(t.value, scale.value, shift.value, epsilon=eps)
+        y, mean, var = Tensor(yv), Tensor(mv), Tensor(vv)
+        n = _channel_count(t)
     else:
-        mean, var, n = _synced_stats(t, axes, group)
-        xc = t - mean
-    y = xc * (var + const(eps, t)).rsqrt()
-    if weight is not None:
-        y = y * _channel_shape(t, as_tensor(weight))
-    if bias is not None:
-        y = y + _channel_shape(t, as_tensor(bias))
+        if group is None:
+            mean = t.mean(axes, keepdim=True)
+            xc = t - mean
+            var = (xc * xc).mean(axes, keepdim=True)
+            n = reduced_count(t, axes)
+        else:
+            mean, var, n = _synced_stats(t, axes, group)
+            xc = t - mean
+        y = xc * (var + const(eps, t)).rsqrt()
+        if weight is not None:
+            y = y * _channel_shape(t, as_tensor(weight))
+        if bias is not None:
+            y = y + _channel_shape(t, as_tensor(bias))
     if momentum is not None:
         if isinstance(n, int):
             unbiased = var.reshape(-1) * const(n / (n - 1) if n > 1 else 1.0, t)

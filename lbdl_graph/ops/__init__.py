@@ -53,6 +53,7 @@ from .elementwise import (
 )
 from .fused import attention, fused_conv, fused_elementwise, linear
 from .nn import avg_pool, batch_norm, conv, conv_transpose, layer_norm, matmul, max_pool
+from .norm_train import batch_norm_train
 from .quant import (
     dequantize_linear,
     dynamic_quant_matmul,
@@ -110,6 +111,7 @@ __all__ = [
     "attention",
     "avg_pool",
     "batch_norm",
+    "batch_norm_train",
     "bitwise_and",
     "bitwise_or",
     "bitwise_xor",

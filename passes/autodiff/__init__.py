@@ -19,6 +19,7 @@ from lbdl_graph.analysis import prune_unused
 from lbdl_graph.graph import Graph
 
 from . import (
+    rules_bn_train,
     rules_control,
     rules_dynamic,
     rules_elementwise,
@@ -44,8 +45,8 @@ __all__ = [
     "value_and_grad",
 ]
 
-_RULE_MODULES = (rules_control, rules_dynamic, rules_elementwise, rules_index, rules_nn,
-                 rules_norm, rules_quant, rules_reduce, rules_scan, rules_shape)
+_RULE_MODULES = (rules_bn_train, rules_control, rules_dynamic, rules_elementwise, rules_index,
+                 rules_nn, rules_norm, rules_quant, rules_reduce, rules_scan, rules_shape)
 
 
 def grad(graph: Graph, loss: str = "loss", wrt: str | Sequence[str] | None = None, *,

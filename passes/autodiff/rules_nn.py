@@ -16,6 +16,7 @@ from lbdl_graph import ops
 from lbdl_graph.graph import Value
 from lbdl_graph.ops.unpool import windows_overlap
 
+from .conv_im2col import im2col_fits, im2col_weight_grad
 from .helpers import reshape_to, scalar, static_dims, swap_last2, zeros_like
 from .table import VJPS
 
@@ -79,7 +80,10 @@ def _conv_input_grad(g: Value, w: Value, size: Ints, win: Window, group: int) ->
 
 def _conv_weight_grad(x: Value, gy: Value, kernel: Ints, win: Window, group: int) -> Value:
     """w_bar[m, c, k] = sum_{n, o} gy[n, m, o] x_pad[n, group(m) + c, o s + k d]: a conv of x
-    (channels as batch) with gy (batch as input channels), strides and dilations exchanged."""
+    (channels as batch) with gy (batch as input channels), strides and dilations exchanged;
+    ungrouped ones whose patches fit take the im2col + MatMul form (``conv_im2col.py``)."""
+    if im2col_fits(x, gy, kernel, group):
+        return im2col_weight_grad(x, gy, kernel, win)
     s, p, d = win
     sp = tuple(range(2, x.ndim))
     c_in, m = static_dims([x.shape[1], gy.shape[1]], "conv weight gradient channels")

@@ -26,6 +26,7 @@ from . import (  # noqa: E402, F401
     fused,
     fused_program,
     nn,
+    norm_train,
     quant,
     random,
     reduce,
