@@ -35,6 +35,7 @@ from lbdl_graph.graph import Graph
 from lbdl_graph.verify import verify as verify_graph
 
 from .base import Pass, PassResult
+from .constant_causal_masks import constant_causal_masks
 from .eliminate_common_subexpressions import eliminate_common_subexpressions
 from .eliminate_dead_code import eliminate_dead_code
 from .fold_batch_norm import fold_batch_norm
@@ -76,6 +77,7 @@ PASSES: dict[str, Pass] = {
     "simplify_shapes": simplify_shapes,
     "eliminate_common_subexpressions": eliminate_common_subexpressions,
     "eliminate_dead_code": eliminate_dead_code,
+    "constant_causal_masks": constant_causal_masks,
     "fuse_gelu": fuse_gelu,
     "fuse_layer_norm": fuse_layer_norm,
     "fuse_attention": fuse_attention,

@@ -27,6 +27,7 @@ from lbdl_graph.builder import GraphBuilder
 from lbdl_graph.errors import AutodiffError, GraphError
 from lbdl_graph.graph import Graph, Value
 
+from .constant_causal_masks import constant_causal_masks
 from .fused_update import FUSE_BELOW, group_small, grouped_updates
 from .optim import Optimizer, as_schedule, clip_by_global_norm
 
@@ -102,7 +103,8 @@ def _gradient_half(graph: Graph, loss: str, metrics: Sequence[str] | None, seed:
     initial = {p.name: p.data for p in graph.params if p.trainable or p.name in updates}
     batch = [v.name for v in graph.inputs if v.name != graph.metadata.get("rng_input")]
 
-    g = grad(graph, loss, trainable)
+    # static causal masks become constants and masking wheres biases before differentiation
+    g = grad(constant_causal_masks(graph).graph, loss, trainable)
     g = params_to_inputs(g, [*trainable, *updates])
     b = GraphBuilder.from_graph(g, copy_nodes=False)
     step = b.input(STEP, "i64", ())
