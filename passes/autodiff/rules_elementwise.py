@@ -92,8 +92,10 @@ def _sigmoid_vjp(g: Value, out: Value, x: Value) -> Grads:
 def _relu_vjp(g: Value, out: Value, x: Value) -> Grads:
     # d relu(x) = [x > 0] dx, and x > 0 exactly where relu(x) > 0 (NaN included): reading the
     # output leaves the pre-activation a single reader, so ONNX Runtime fuses Gemm(+Relu) and
-    # the pre-activation is freed at once
-    return (_where0(ops.greater(out, scalar(0.0, out)), g),)
+    # the pre-activation is freed at once. g * float(x > 0) rather than where(x > 0, g, 0):
+    # ONNX Runtime's CPU Mul + Cast is 1.1-1.6x faster (median) than its Where over (64, 256)
+    # to (32, 16, 32, 32) activations (benchmarks/relu_grad.py, two runs at load 5-6)
+    return (ops.mul(g, ops.cast(ops.greater(out, scalar(0.0, out)), to=g.dtype)),)
 
 
 @VJPS.register(ops.erf)
