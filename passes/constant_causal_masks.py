@@ -21,6 +21,8 @@ s`` then rounds to ``lowest``, so masked entries are unchanged and ``exp`` of th
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from lbdl_graph import ops
@@ -46,7 +48,7 @@ def _iota_axes(col: Node, row: Node, rank: int) -> bool:
     return a is not None and b is not None and a % rank == rank - 1 and b % rank == rank - 2
 
 
-def _mask(keep_lower: bool):  # type: ignore[no-untyped-def]
+def _mask(keep_lower: bool) -> Callable[..., Value | None]:
     def replace(s: Value, x: Value, y: Value, col: Node, row: Node, root: Node) -> Value | None:
         tail = _static_tail(s)
         if tail is None or not _iota_axes(col, row, tail[0]):

@@ -1,6 +1,7 @@
 """The compiled training step: forward, loss, backward, clipping and optimizer update in one graph.
 
-``make_train_step`` turns a forward graph whose output ``loss`` is a scalar into a graph
+``make_train_step`` turns a forward graph whose output ``loss`` is a scalar (after
+``constant_causal_masks``: static causal masks as constants) into a graph
 
     (batch inputs, params, optimizer state, step) -> (loss, metrics, params:next, state:next,
                                                      step:next, buffers:next)
