@@ -30,8 +30,11 @@ __all__ = ["ZOO_ENTRIES", "Siamese", "SiameseConfig"]
 
 @dataclass(frozen=True)
 class SiameseConfig:
-    """Input channels and side, conv stage widths (each halves the side), the MLP's hidden
-    width, the embedding width and whether embeddings are L2-normalised."""
+    """Input channels and side, conv stage widths, how many of the first stages end in 2x2
+    max pooling (``None``: all), the MLP's hidden width, the dropout before its last Linear,
+    its output width, which layer ``embed`` returns ("head": the MLP's output; "features":
+    the flattened conv features, the MLP then being a projection head that only the training
+    loss reads) and whether embeddings are L2-normalised."""
 
     in_channels: int = 1
     image_size: int = 8
@@ -39,10 +42,17 @@ class SiameseConfig:
     hidden: int = 64
     embed_dim: int = 16
     normalize: bool = False
+    pool_stages: int | None = None
+    dropout: float = 0.0
+    embed_layer: str = "head"
+
+    def pools(self) -> int:
+        """Number of conv stages followed by 2x2 max pooling."""
+        return len(self.channels) if self.pool_stages is None else self.pool_stages
 
     def feature_size(self) -> int:
         """Side of the last feature map."""
-        return self.image_size // 2 ** len(self.channels)
+        return self.image_size // 2 ** self.pools()
 
     def flat_features(self) -> int:
         """Length of the flattened feature vector entering the MLP."""
@@ -58,20 +68,33 @@ class Siamese(Module):
         super().__init__()
         self.config = c = config or SiameseConfig()
         if c.feature_size() < 1:
-            raise OpError(f"SiameseConfig: {len(c.channels)} pooling stages shrink a "
+            raise OpError(f"SiameseConfig: {c.pools()} pooling stages shrink a "
                           f"{c.image_size}x{c.image_size} input below 1x1")
+        if not 0 <= c.pools() <= len(c.channels):
+            raise OpError(f"SiameseConfig: pool_stages must be in [0, {len(c.channels)}], got "
+                          f"{c.pool_stages}")
+        if c.embed_layer not in ("head", "features"):
+            raise OpError(f"SiameseConfig: embed_layer must be 'head' or 'features', got "
+                          f"{c.embed_layer!r}")
         stages: list[Module] = []
         width = c.in_channels
-        for ch in c.channels:
-            stages += [Conv2d(width, ch, 3, padding=1), ReLU(), MaxPool2d(2)]
+        for k, ch in enumerate(c.channels):
+            stages += [Conv2d(width, ch, 3, padding=1), ReLU()]
+            stages += [MaxPool2d(2)] if k < c.pools() else []
             width = ch
         self.features = Sequential(*stages)
         self.flatten = Flatten()
-        self.head = mlp_stack((c.flat_features(), c.hidden, c.embed_dim))
+        self.head = mlp_stack((c.flat_features(), c.hidden, c.embed_dim), dropout=c.dropout)
+
+    def project(self, x: Tensor) -> Tensor:
+        """The MLP head's output (N, embed_dim) for images (N, C, H, W)."""
+        return self.head(self.flatten(self.features(x)))
 
     def embed(self, x: Tensor) -> Tensor:
-        """Embeddings (N, embed_dim) of images (N, C, H, W)."""
-        h = self.head(self.flatten(self.features(x)))
+        """Embeddings of images (N, C, H, W): the head's output (N, embed_dim), or with
+        ``embed_layer="features"`` the flattened conv features (N, flat_features())."""
+        flat = self.flatten(self.features(x))
+        h = self.head(flat) if self.config.embed_layer == "head" else flat
         if self.config.normalize:
             h = h / ((h * h).sum(-1, keepdim=True) + 1e-12).sqrt()
         return h

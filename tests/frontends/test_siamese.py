@@ -220,3 +220,26 @@ def test_compiled_training_step_updates_shared_weights_by_the_summed_gradient() 
     for k, w in before.items():
         expected = w - 0.1 * (ref[f"grad:a.{k}"] + ref[f"grad:p.{k}"])
         np.testing.assert_allclose(after[f"net.{k}"], expected, rtol=1e-7, atol=1e-9)  # f32 lr
+
+
+def test_features_embedding_is_the_unit_conv_features_below_the_head() -> None:
+    manual_seed(0)
+    c = SiameseConfig(pool_stages=1, dropout=0.3, embed_layer="features", normalize=True)
+    net = Siamese(c)
+    assert c.flat_features() == 32 * 4 * 4
+    x = np.random.default_rng(0).random((5, 1, 8, 8)).astype(np.float32)
+    emb = trace(lambda x: net.embed(x), {"x": ("N", 1, 8, 8)}, module=net, training=False)
+    proj = trace(lambda x: net.project(x), {"x": ("N", 1, 8, 8)}, module=net, training=False)
+    feats = trace(lambda x: net.flatten(net.features(x)), {"x": ("N", 1, 8, 8)}, module=net,
+                  training=False)
+    e, p, f = (run(g, {"x": x}, training=False)["output"] for g in (emb, proj, feats))
+    assert e.shape == (5, 512) and p.shape == (5, 16)
+    np.testing.assert_allclose(e, f / np.linalg.norm(f, axis=1, keepdims=True), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_config_rejects_bad_pooling_and_embedding_layer() -> None:
+    with pytest.raises(OpError, match="pool_stages"):
+        Siamese(SiameseConfig(pool_stages=3, image_size=16))
+    with pytest.raises(OpError, match="embed_layer"):
+        Siamese(SiameseConfig(embed_layer="hidden"))
