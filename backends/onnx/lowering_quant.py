@@ -3,7 +3,11 @@
 quantize_linear / dequantize_linear map to QuantizeLinear / DequantizeLinear (blocked scales and
 4-bit types need opset 21). fake_quantize is written out with Div, Round, Clip. dynamic_quant_matmul
 is ONNX Runtime's com.microsoft DynamicQuantizeMatMul for target "ort" and DynamicQuantizeLinear +
-MatMulInteger for target "portable". matmul_nbits is ONNX Runtime's com.microsoft MatMulNBits
+MatMulInteger for target "portable". int8 weights (int8 codes that no node computes) go out as
+uint8 codes + 128 with zero point + 128, the same real values: ONNX Runtime's uint8 x int8 x86
+kernels add products in pairs with 16-bit saturation on CPUs without VNNI (plain AVX2), while its
+uint8 x uint8 kernels widen first and are exact everywhere. ORT folds the offset at load time, so
+QDQ weights still fuse into QLinearConv / MatMulIntegerToFloat. matmul_nbits is ONNX Runtime's com.microsoft MatMulNBits
 for target "ort" and a dequantise-then-MatMul with standard ops for target "portable".
 """
 
@@ -12,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from lbdl_graph import ops
-from lbdl_graph.dtypes import DType, float32, int4, uint4, uint8
+from lbdl_graph.dtypes import DType, float32, int4, int8, int32, uint4, uint8
 from lbdl_graph.errors import OnnxError
 
 from .lowering import LOWERINGS, OnnxBuilder, onnx_dtype
@@ -42,6 +46,24 @@ def _axis_dim(b: OnnxBuilder, axis: int) -> object:
     return x.shape[axis % x.ndim] if x.ndim else 1
 
 
+def _leaf_int8(b: OnnxBuilder, i: int) -> bool:
+    """Input ``i`` holds int8 codes that no node computes (a weight or a graph input)."""
+    v = b.node.inputs[i]
+    return v is not None and v.type.dtype == int8 and v not in b.ctx.producers
+
+
+def _to_uint8(b: OnnxBuilder, codes: str, zp: str | None, scale_shape: tuple[int, ...]
+              ) -> tuple[str, str]:
+    """int8 ``codes`` and zero point (None: 0) as uint8 + 128; the same real values."""
+    def shift(t: str) -> str:  # int8 -> int32 + 128 -> uint8
+        wide = b.op("Cast", t, to=onnx_dtype(int32))
+        return b.op("Cast", b.op("Add", wide, b.scalar(128, int32, name="offset")),
+                    to=onnx_dtype(uint8))
+    if zp is None:
+        return shift(codes), b.constant(np.full(scale_shape, 128, np.uint8), name="zero_point")
+    return shift(codes), shift(zp)
+
+
 @LOWERINGS.register(ops.quantize_linear)
 def _quantize_linear_onnx(b: OnnxBuilder, x: str, scale: str, zero_point: str | None, *,
                           axis: int, block_size: int, to: DType | None) -> str:
@@ -62,6 +84,8 @@ def _quantize_linear_onnx(b: OnnxBuilder, x: str, scale: str, zero_point: str | 
 def _dequantize_linear_onnx(b: OnnxBuilder, q: str, scale: str, zero_point: str | None, *,
                             axis: int, block_size: int) -> str:
     _needs_21(b, "dequantize_linear", b.in_type(0).dtype, block_size)
+    if _leaf_int8(b, 0) and not block_size:  # int8 weights -> exact uint8 x uint8 kernels
+        q, zero_point = _to_uint8(b, q, zero_point, tuple(b.in_type(1).shape))
     scale, zero_point = _params(b, scale, zero_point, _axis_dim(b, axis), block_size)
     dt = b.in_type(1).dtype
     if b.opset < 19 and dt != float32:  # float16 scales arrived in opset 19
@@ -86,6 +110,8 @@ def _fake_quantize_onnx(b: OnnxBuilder, x: str, scale: str, zero_point: str, *, 
 @LOWERINGS.register(ops.dynamic_quant_matmul)
 def _dynamic_quant_matmul_onnx(b: OnnxBuilder, x: str, w: str, w_scale: str,
                                w_zero_point: str | None, bias: str | None) -> str:
+    if b.in_type(1).dtype == int8:  # exact uint8 x uint8 kernels on every x86 CPU
+        w, w_zero_point = _to_uint8(b, w, w_zero_point, tuple(b.in_type(2).shape))
     if b.target == "ort":  # the fused kernel ORT would make of the portable form, bias included
         return b.op("DynamicQuantizeMatMul", x, w, w_scale, w_zero_point, bias,
                     domain="com.microsoft")

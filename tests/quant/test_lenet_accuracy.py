@@ -126,7 +126,8 @@ def test_4bit_qat_recovers_at_least_half_the_ptq_drop(trained: Digits,
                        make_runner=_numpy_runner, evaluate=evaluate, calibration_data=calib,
                        optimizer=Adam(1e-3), epochs=2, batch_size=64, **options)
     assert res.stats["activations"] == 8 and res.stats["steps"] == 2 * 22
-    assert np.mean(res.losses[-5:]) < np.mean(res.losses[:5])
+    # epoch means: five batch losses of an already trained model are too noisy to compare
+    assert np.mean(res.losses[22:]) < np.mean(res.losses[:22])
     qat_accuracy = accuracy(res.converted, trained)
     assert qat_accuracy - ptq_accuracy >= 0.5 * drop
     # the converted graph is the function QAT trained: the same predictions
