@@ -7,8 +7,9 @@ MatMulInteger for target "portable". int8 weights (int8 codes that no node compu
 uint8 codes + 128 with zero point + 128, the same real values: ONNX Runtime's uint8 x int8 x86
 kernels add products in pairs with 16-bit saturation on CPUs without VNNI (plain AVX2), while its
 uint8 x uint8 kernels widen first and are exact everywhere. ORT folds the offset at load time, so
-QDQ weights still fuse into QLinearConv / MatMulIntegerToFloat. matmul_nbits is ONNX Runtime's com.microsoft MatMulNBits
-for target "ort" and a dequantise-then-MatMul with standard ops for target "portable".
+QDQ weights still fuse into QLinearConv / MatMulIntegerToFloat. matmul_nbits is ONNX Runtime's
+com.microsoft MatMulNBits for target "ort" and a dequantise-then-MatMul with standard ops for
+target "portable".
 """
 
 from __future__ import annotations
