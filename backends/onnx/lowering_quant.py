@@ -86,7 +86,7 @@ def _dequantize_linear_onnx(b: OnnxBuilder, q: str, scale: str, zero_point: str 
                             axis: int, block_size: int) -> str:
     _needs_21(b, "dequantize_linear", b.in_type(0).dtype, block_size)
     if _leaf_int8(b, 0) and not block_size:  # int8 weights -> exact uint8 x uint8 kernels
-        q, zero_point = _to_uint8(b, q, zero_point, tuple(b.in_type(1).shape))
+        q, zero_point = _to_uint8(b, q, zero_point, tuple(int(d) for d in b.in_type(1).shape))
     scale, zero_point = _params(b, scale, zero_point, _axis_dim(b, axis), block_size)
     dt = b.in_type(1).dtype
     if b.opset < 19 and dt != float32:  # float16 scales arrived in opset 19
@@ -112,7 +112,7 @@ def _fake_quantize_onnx(b: OnnxBuilder, x: str, scale: str, zero_point: str, *, 
 def _dynamic_quant_matmul_onnx(b: OnnxBuilder, x: str, w: str, w_scale: str,
                                w_zero_point: str | None, bias: str | None) -> str:
     if b.in_type(1).dtype == int8:  # exact uint8 x uint8 kernels on every x86 CPU
-        w, w_zero_point = _to_uint8(b, w, w_zero_point, tuple(b.in_type(2).shape))
+        w, w_zero_point = _to_uint8(b, w, w_zero_point, tuple(int(d) for d in b.in_type(2).shape))
     if b.target == "ort":  # the fused kernel ORT would make of the portable form, bias included
         return b.op("DynamicQuantizeMatMul", x, w, w_scale, w_zero_point, bias,
                     domain="com.microsoft")
