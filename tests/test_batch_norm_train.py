@@ -9,10 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lbdl_graph.backends.numpy.stateful import NumpyStepRunner
-from lbdl_graph.backends.onnx.stateful import OrtStatefulRunner
 from lbdl_graph.frontends import InputSpec, Module, manual_seed, nn, trace
 from lbdl_graph.frontends.tensor import Tensor
+from lbdl_graph.frontends.training.runners import make_step_runner
 from lbdl_graph.passes.optim import SGD
 from lbdl_graph.passes.train_step import make_train_step
 
@@ -73,11 +72,7 @@ def test_step_matches_torch(backend: str, affine: bool) -> None:
     x = (rng.standard_normal((5, 3, 6, 5)) * 3 + 1).astype(np.float32)
     t = rng.standard_normal((5, 4, 6, 5)).astype(np.float32)
     init = {k: np.array(v, copy=True) for k, v in step.initial_state.items()}
-    if backend == "numpy":
-        runner: Any = NumpyStepRunner(step.graph, step.info.state, step.initial_state)
-    else:
-        runner = OrtStatefulRunner(step.graph, {s: f"{s}:next" for s in step.info.state},
-                                   init=step.initial_state)
+    runner = make_step_runner(step, backend)
     out = runner.step({"x": x, "t": t})
     state = runner.state()
     ref = _torch_step(model, x.astype(np.float64), t.astype(np.float64), affine)
@@ -98,9 +93,7 @@ def test_backends_agree_over_steps() -> None:
     rng = np.random.default_rng(1)
     feeds = {"x": rng.standard_normal((4, 3, 6, 5)).astype(np.float32),
              "t": rng.standard_normal((4, 4, 6, 5)).astype(np.float32)}
-    a = NumpyStepRunner(step.graph, step.info.state, step.initial_state)
-    b = OrtStatefulRunner(step.graph, {s: f"{s}:next" for s in step.info.state},
-                          init=step.initial_state)
+    a, b = make_step_runner(step, "numpy"), make_step_runner(step, "onnxruntime")
     for _ in range(3):
         np.testing.assert_allclose(b.step(feeds)["loss"], a.step(feeds)["loss"], rtol=1e-5,
                                    atol=1e-5)
