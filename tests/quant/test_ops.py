@@ -120,6 +120,32 @@ def test_matmul_nbits_numpy_vs_onnx_runtime(target: str, bits: int, zp: str) -> 
 
 
 @pytest.mark.parametrize("target", ["ort", "portable"])
+def test_dynamic_quant_matmul_is_exact_where_int8_pairs_would_saturate(target: str) -> None:
+    # x quantises to 255 everywhere and w is +-127: each pair of uint8 x int8 products sums to
+    # +-64770, past int16, which ORT's kernels on CPUs without VNNI saturate; uint8 weights do not
+    k, n = 64, 4
+    w = np.where(np.arange(k * n).reshape(k, n) % 3 == 0, -127, 127).astype(np.int8)
+    s = np.full(n, 0.01, np.float32)
+    x = np.full((2, k), 5.0, np.float32)
+    x[:, 0] = 0.0  # range [0, 5]: zero point 0, every other entry -> 255
+
+    def build(b: GraphBuilder) -> Any:
+        return ops.dynamic_quant_matmul(b.input("x", "f32", ["B", k]), b.param("w", w),
+                                        b.param("s", s), None, None)
+
+    g = _graph(build, "sat")
+    want = Interpreter(g).run({"x": x})["y"]
+    np.testing.assert_allclose(want, x @ (w * s), rtol=1e-5, atol=1e-3)
+    got = OrtRunner(g, providers="cpu", target=target).run({"x": x})["y"]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    model = to_onnx(g, target=target)
+    matmul = next(nd for nd in model.graph.node
+                  if nd.op_type in ("DynamicQuantizeMatMul", "MatMulInteger"))
+    cast = next(nd for nd in model.graph.node if matmul.input[1] in nd.output)
+    assert cast.op_type == "Cast" and cast.attribute[0].i == 2  # TensorProto.UINT8
+
+
+@pytest.mark.parametrize("target", ["ort", "portable"])
 def test_dynamic_quant_matmul_numpy_vs_onnx_runtime(target: str) -> None:
     k, n = 48, 7
     w = RNG.integers(-127, 128, (k, n)).astype(np.int8)
