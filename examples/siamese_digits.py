@@ -19,7 +19,8 @@ The trained pair model (two images -> distance) is exported to ONNX and ONNX Run
 is checked against NumPy.
 
     python examples/siamese_digits.py                  # 600 steps of 64 pairs (10-13 s CPU)
-    python examples/siamese_digits.py --loss triplet   # 600 steps of 64 triplets (30 s)
+    python examples/siamese_digits.py --loss triplet   # 600 steps of 64 triplets (18 s CPU;
+                                                       # seed 0: unseen AUC 0.918, seen 0.951)
 """
 
 from __future__ import annotations
