@@ -18,11 +18,12 @@ epochs and GoogLeNet 6 epochs of batches of 64 with a 10% warm-up, both with lab
 untrained model and a logistic regression on the 64 raw pixels, then exports each trained
 classifier to ONNX and checks ONNX Runtime against NumPy.
 
-Held-out accuracy, seeds 0 / 1 / 2 (measured with OMP_NUM_THREADS=1, about 55 s of user+sys
-CPU time per run): logistic regression 0.967 / 0.964 / 0.955, AlexNet 0.975 / 0.972 / 0.961,
-VGG-16 0.983 / 0.981 / 0.969, GoogLeNet 0.989 / 0.983 / 0.972. VGG-16 and GoogLeNet beat the
-logistic regression by 1.4 to 2.2 points on every seed; AlexNet only by 0.6 to 0.8 (two to
-three of the 359 test images).
+Held-out accuracy, seeds 0 / 1 / 2 (measured with OMP_NUM_THREADS=1, 58-70 s of user+sys
+CPU time per run, over the 60 s goal): logistic regression 0.967 / 0.964 / 0.955, AlexNet
+0.975 / 0.972 / 0.969, VGG-16 0.983 / 0.986 / 0.978, GoogLeNet 0.986 / 0.969 / 0.964. VGG-16
+beats the logistic regression by 1.7 to 2.2 points on every seed; AlexNet only by 0.8 to 1.4,
+and GoogLeNet by 1.9 on seed 0 but 0.6 to 0.8 on seeds 1 and 2 (two to three of the 359 test
+images).
 
     python examples/classic_cnns.py   # 6 + 4 + 6 epochs
 """
