@@ -30,6 +30,13 @@ last 32 decode steps over the first 32. ``bandwidth_share`` is tokens/s x bytes 
 weights the decode graph reads per token / the bandwidth of a large NumPy copy (bytes read +
 bytes written per second, best of 5 copies of 512 MiB) measured in the same run.
 
+Measured (``--json --threads 1 --optimum-python ENV/bin/python``, optimum-onnx 0.1.0 with ORT
+1.31.1 and transformers 4.57.6 in its own venv; two runs, load average 2.2-4.4 on 2 shared cores,
+115-119 s user CPU each): float32+shared 37.7-39.8 tokens/s (float32 concat 29.4-35.6, so the
+shared cache is 1.12-1.28x), 1.72-1.78x HF (21.9-22.4), 1.28-1.99x Optimum (29.4 / 20.0, run after
+ours), 19.6-21.1x recompute, late/early 1.03-1.04, bandwidth share 0.69-0.73; q8_0+shared
+94.4-108.5, q4_0+shared 143.7-144.7 tokens/s (bandwidth share 0.37-0.46, under the fp32 share).
+
     python benchmarks/generate.py --json          # about 4 minutes on 2 loaded cores
     python benchmarks/generate.py --quick         # gpt_mini, 16 + 16 tokens: a smoke run
 """
