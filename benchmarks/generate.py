@@ -5,7 +5,12 @@ Model: the zoo's GPT-2 small (124,439,808 parameters, random init, seed 0) at ba
 128-token prompt and 128 new tokens (greedy, no stop id, so every run makes all 128). Ours runs
 from a generation bundle (``export_generation``: prefill.onnx + decode.onnx, IOBinding keeps
 the cache in ORT's memory) for each variant: fp32, and the weight-only ``q8_0`` / ``q4_0``
-matmuls (``--variants``; ``float16`` runs too, but ORT's x86 CPU has no fast fp16 MatMul).
+matmuls (``--variants``; ``float16`` runs too, but ORT's x86 CPU has no fast fp16 MatMul). A
+``+shared`` variant is the opt-in shared, in-place KV cache (``shared_cache=True``: ONNX Runtime's
+GroupQueryAttention writes each new position into buffers bound once, instead of a Concat of the
+past per step); the default runs each precision both ways. The headline ``kv_*`` figures are the
+``--headline`` variant's (default ``float32+shared`` when it runs, else the first), named in
+``kv_variant`` / ``kv_cache``; ``shared_vs_concat`` compares the two caches per precision.
 Baselines, same ``--threads``:
 
 * ``hf``: transformers' ``GPT2LMHeadModel`` (random init, same config) ``generate(use_cache=True,
@@ -24,6 +29,13 @@ median, so load from other processes hits all alike. ``late_over_early`` is the 
 last 32 decode steps over the first 32. ``bandwidth_share`` is tokens/s x bytes of the matmul
 weights the decode graph reads per token / the bandwidth of a large NumPy copy (bytes read +
 bytes written per second, best of 5 copies of 512 MiB) measured in the same run.
+
+Measured (``--json --threads 1 --optimum-python ENV/bin/python``, optimum-onnx 0.1.0 with ORT
+1.31.1 and transformers 4.57.6 in its own venv; two runs, load average 2.2-4.4 on 2 shared cores,
+115-119 s user CPU each): float32+shared 37.7-39.8 tokens/s (float32 concat 29.4-35.6, so the
+shared cache is 1.12-1.28x), 1.72-1.78x HF (21.9-22.4), 1.28-1.99x Optimum (29.4 / 20.0, run after
+ours), 19.6-21.1x recompute, late/early 1.03-1.04, bandwidth share 0.69-0.73; q8_0+shared
+94.4-108.5, q4_0+shared 143.7-144.7 tokens/s (bandwidth share 0.37-0.46, under the fp32 share).
 
     python benchmarks/generate.py --json          # about 4 minutes on 2 loaded cores
     python benchmarks/generate.py --quick         # gpt_mini, 16 + 16 tokens: a smoke run
@@ -205,7 +217,13 @@ def bench(work: Path) -> None:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--prompt", type=int, default=128)
     p.add_argument("--new", type=int, default=128)
-    p.add_argument("--variants", default="float32,q8_0,q4_0")
+    p.add_argument("--variants",
+                   default="float32,float32+shared,q8_0,q8_0+shared,q4_0,q4_0+shared",
+                   help="precisions (float32, float16, q8_0, q4_0, ...), each optionally "
+                        "+shared: the shared, in-place KV cache")
+    p.add_argument("--headline", default=None,
+                   help="the variant the kv_* figures report (default float32+shared when it "
+                        "runs, else the first)")
     p.add_argument("--recompute-samples", type=int, default=4)
     p.add_argument("--no-hf", action="store_true")
     p.add_argument("--optimum-python", default=None,
@@ -222,11 +240,15 @@ def bench(work: Path) -> None:
     manual_seed(0)
     model = entry.model()
     prompt = np.random.default_rng(0).integers(0, entry.config.vocab_size, n_prompt).tolist()
-    graphs = trace_generation(model)
+    names = args.variants.split(",")
+    graphs = {s: trace_generation(model, shared_cache=s)
+              for s in {v.endswith("+shared") for v in names}}
     bundles, weights, sizes = {}, {}, {}
-    for v in args.variants.split(","):
-        prec, q = (v, None) if v in ("float32", "float16", "bfloat16") else ("float32", v)
-        export_generation(graphs, work / v, precision=prec, quantize=q)
+    for v in names:
+        base = v.removesuffix("+shared")
+        prec, q = (base, None) if base in ("float32", "float16", "bfloat16") else \
+            ("float32", base)
+        export_generation(graphs[v != base], work / v, precision=prec, quantize=q)
         weights[v] = matmul_weight_bytes(work / v / "decode.onnx")
         sizes[v] = (work / v / "weights.data").stat().st_size
         bundles[v] = load_generation(work / v, threads=args.threads, providers="cpu")
@@ -244,7 +266,10 @@ def bench(work: Path) -> None:
         if hf is not None:
             runs["hf"].append(hf_run(hf, prompt, n_new))
     bandwidth = copy_bandwidth()
-    first = next(iter(bundles))
+    first = args.headline or ("float32+shared" if "float32+shared" in bundles
+                              else next(iter(bundles)))
+    if first not in bundles:
+        p.error(f"--headline {first} is not one of the variants {list(bundles)}")
     ids = prompt + runs[first][0]["tokens"]
     del bundles
     gc.collect()
@@ -288,6 +313,12 @@ def bench(work: Path) -> None:
         late_over_early=kv["late_over_early"], prefill_s=kv["prefill_s"],
         cache_peak_bytes=kv["cache_peak_bytes"], bandwidth_share=kv["bandwidth_share"],
         variants=variants)
+    res.update(kv_variant=first, kv_cache="shared" if first.endswith("+shared") else "concat",
+               shared_vs_concat={k.removesuffix("+shared"): v["tokens_per_s"]
+                                 / variants[k.removesuffix("+shared")]["tokens_per_s"]
+                                 for k, v in variants.items()
+                                 if k.endswith("+shared") and k.removesuffix("+shared")
+                                 in variants})
     for k, v in variants.items():
         if k not in (first, "hf", "optimum"):
             res[f"{k}_vs_hf"] = v["tokens_per_s"] / hf_tps if hf_tps else None
@@ -302,9 +333,12 @@ def bench(work: Path) -> None:
                  f"{v['bandwidth_share']:.0%}, cache peak {v['cache_peak_bytes'] / 1e6:.1f} MB"
                  if "bandwidth_share" in v else "")
         flat = f", late/early {v['late_over_early']:.2f}" if "late_over_early" in v else ""
-        print(f"  {k:8s} {v['tokens_per_s']:6.1f} tokens/s ({v['ms_per_token']:.1f} ms/token), "
+        print(f"  {k:14s} {v['tokens_per_s']:6.1f} tokens/s ({v['ms_per_token']:.1f} ms/token), "
               f"prefill {v['prefill_s'] * 1000:.0f} ms{flat}{extra}")
-    print(f"  recompute {recompute:.2f} tokens/s -> KV cache {res['kv_vs_recompute']:.1f}x")
+    print(f"  recompute {recompute:.2f} tokens/s -> KV cache ({first}) "
+          f"{res['kv_vs_recompute']:.1f}x")
+    for k, r in res["shared_vs_concat"].items():
+        print(f"  {k}: shared in-place cache {r:.2f}x the concat cache")
     if hf_tps:
         print(f"  ours ({first}) vs HF: {res['kv_vs_hf']:.2f}x")
     if opt:

@@ -359,6 +359,7 @@ def simple(op_type: str, *, typed: bool = True, back: bool = True) -> Lowering:
 # Importing the rule modules registers them.
 from . import (  # noqa: E402, F401
     lowering_bn_train,
+    lowering_cache,
     lowering_control,
     lowering_dynamic,
     lowering_elementwise,

@@ -5,6 +5,9 @@ model code.
 stored once, in ``weights.data``), ``tokenizer.json`` when a tokenizer is given, and
 ``generation_config.json`` (vocabulary, context, cached layers, precision, stop ids, default
 sampling). ``load_generation(DIR)`` checks it and returns a runner, the tokenizer and the config.
+``shared_cache=True`` exports the opt-in fast decode graph (a shared, in-place KV cache through
+ONNX Runtime's GroupQueryAttention, CPU, float32 or weight-only quantised, unpadded batches);
+the config's ``cache`` says which ("shared" or the default "concat").
 """
 
 from __future__ import annotations
@@ -55,24 +58,33 @@ def prepare_graphs(graphs: GenerationGraphs, *, precision: str = "float32",
         level = 4 if quantize != "int8" else 0  # int8 activations: ORT's fast CPU kernels
         pre = quantize_weights(pre, quantize, accuracy_level=level, untie=True).graph
         dec = quantize_weights(dec, quantize, accuracy_level=level, untie=True).graph
-    return GenerationGraphs(pre, dec, graphs.layers, graphs.vocab_size, graphs.context)
+    return GenerationGraphs(pre, dec, graphs.layers, graphs.vocab_size, graphs.context,
+                            graphs.shared)
 
 
 def export_generation(model: Module | GenerationGraphs, directory: str | os.PathLike[str], *,
                       tokenizer: Tokenizer | None = None, precision: str = "float32",
                       quantize: str | None = None, opset: int = 21,
                       stop_ids: Sequence[int] | None = None,
-                      defaults: Mapping[str, Any] | None = None) -> Path:
+                      defaults: Mapping[str, Any] | None = None,
+                      shared_cache: bool = False) -> Path:
     """Write the bundle into ``directory`` (created); returns the config file's path.
 
     ``stop_ids`` default to the tokenizer's ``<|endoftext|>``; ``defaults`` are sampling
     options (temperature, top_k, top_p, repetition_penalty, max_new_tokens) ``generate``
-    uses unless told otherwise."""
+    uses unless told otherwise; ``shared_cache`` traces a Module's decode graph over shared
+    cache buffers (GenerationGraphs bring their own)."""
     from lbdl_graph.backends.onnx import save_onnx_models, to_onnx
 
     from ..cli.common import CliError, atomic_write, check_output
 
-    graphs = model if isinstance(model, GenerationGraphs) else trace_generation(model)
+    graphs = model if isinstance(model, GenerationGraphs) else \
+        trace_generation(model, shared_cache=shared_cache)
+    if shared_cache and not graphs.shared:
+        raise GenerationError("shared_cache=True needs graphs traced with shared_cache=True")
+    if graphs.shared and precision != "float32":
+        raise GenerationError(f"the shared KV cache exports in float32 (optionally with "
+                              f"quantised weights), not {precision}")
     if tokenizer is not None and tokenizer.vocab_size > graphs.vocab_size:
         raise GenerationError(f"the tokenizer has {tokenizer.vocab_size} tokens, more than the "
                               f"model's vocabulary of {graphs.vocab_size}")
@@ -151,9 +163,11 @@ def load_generation(directory: str | os.PathLike[str], *, threads: int | None = 
             raise GenerationError(f"{d}: {name} is missing from the bundle")
         paths[key] = d / name
     vocab, context = int(config["vocab_size"]), config.get("context")
+    shared = config.get("cache") == "shared"
     try:
         runner = ort_kv_runner(paths["prefill"], paths["decode"], vocab, context,
-                               threads=threads, providers=providers, io_binding=io_binding)
+                               threads=threads, providers=providers or ("cpu" if shared else None),
+                               io_binding=io_binding, shared=shared)
     except LbdlError as e:
         raise GenerationError(f"{d}: cannot open the bundle's models: {e.message}") from None
     logits = next((o for o in runner.decode.session.get_outputs()  # type: ignore[attr-defined]

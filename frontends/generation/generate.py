@@ -80,7 +80,8 @@ def as_runner(model_or_runner: Any, *, backend: str = "numpy", threads: int | No
         return KVRunner.numpy(graphs)
     if backend in ("onnxruntime", "ort"):
         return ort_kv_runner(graphs.prefill, graphs.decode, graphs.vocab_size, graphs.context,
-                             threads=threads)
+                             threads=threads, providers="cpu" if graphs.shared else None,
+                             shared=graphs.shared)
     raise GenerationError(f"unknown backend {backend!r}; use 'numpy' or 'onnxruntime'")
 
 
@@ -182,6 +183,9 @@ def generate(model_or_runner: Any, prompt_ids: Any, max_new_tokens: int, *,
         if n_new:
             gen.stop_reasons, gen.message = ["context"] * n, full
         return gen
+    reserve = getattr(runner, "reserve", None)
+    if callable(reserve):  # a shared cache allocates what this call needs, once
+        reserve(int(ids.shape[1]) + room)
     t0 = time.perf_counter()
     logits = runner.start(ids, mask)
     for step in range(room):

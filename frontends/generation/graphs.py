@@ -5,6 +5,11 @@
 ``decode``: one new token ``input_ids`` (N, 1), ``attention_mask`` (N, P+1) and the
 ``past_key_values.{i}.key`` / ``.value`` (N, H, P, Dh) of symbolic length P -> ``logits``
 (N, 1, V) and the presents (N, H, P+1, Dh). Names follow Hugging Face's ONNX exports.
+With ``shared_cache=True`` the decode graph's pasts are instead buffers (N, H, M, Dh) of a fixed
+capacity M that its ``cache_attention`` ops write the new position into (ONNX Runtime's
+GroupQueryAttention, in place when past and present share memory); the presents are the same
+buffers. It is an opt-in fast path for ONNX Runtime on CPU, fp32 or weight-only quantised, for
+unpadded batches; the Concat graph stays the default and the portable one.
 
 Nothing here is model specific: a :class:`~lbdl_graph.frontends.layers.kv_cache.KVCache` is
 active while ``model(input_ids)`` is traced, and the attention layers do the rest.
@@ -55,6 +60,7 @@ class GenerationGraphs:
     layers: tuple[CacheLayer, ...]
     vocab_size: int
     context: int | None
+    shared: bool = False
 
     def config(self) -> dict[str, Any]:
         """The JSON-able description written next to an export (``generation_config.json``)."""
@@ -67,6 +73,7 @@ class GenerationGraphs:
                        for c in self.layers],
             "inputs": {"ids": IDS, "mask": MASK, "past": past_name(0, "key")},
             "outputs": {"logits": LOGITS, "present": present_name(0, "key")},
+            "cache": "shared" if self.shared else "concat",
         }
 
 
@@ -79,7 +86,7 @@ def _logits(out: Any, what: str) -> Tensor:
     return out
 
 
-def _step(model: Module, cache_out: list[KVCache], what: str
+def _step(model: Module, cache_out: list[KVCache], what: str, shared: bool = False
           ) -> Callable[..., dict[str, Tensor]]:
     """A traceable function: the model's forward inside a KV cache."""
 
@@ -88,7 +95,7 @@ def _step(model: Module, cache_out: list[KVCache], what: str
         if past:
             n = len(past) // 2
             pairs = [(past[f"k{i}"], past[f"v{i}"]) for i in range(n)]
-        cache = KVCache(attention_mask, pairs)
+        cache = KVCache(attention_mask, pairs, shared=shared)
         with cache.active():
             logits = _logits(model(input_ids), what)
         if pairs is not None and len(cache.present) != len(pairs):
@@ -111,12 +118,13 @@ def _context(model: Module, context: int | None) -> int | None:
     return int(c) if isinstance(c, int) else None
 
 
-def trace_generation(model: Module, *, context: int | None = None, name: str | None = None
-                     ) -> GenerationGraphs:
+def trace_generation(model: Module, *, context: int | None = None, name: str | None = None,
+                     shared_cache: bool = False) -> GenerationGraphs:
     """Trace ``model`` (``forward(ids) -> logits``, causal self-attention from
     :class:`MultiheadAttention`) into its prefill and decode graphs, in evaluation mode.
 
-    ``context`` is the longest sequence the model takes (default ``model.config.context``)."""
+    ``context`` is the longest sequence the model takes (default ``model.config.context``);
+    ``shared_cache`` traces the decode graph over cache buffers written in place."""
     base = name or type(model).__name__
     caches: list[KVCache] = []
     prefill = trace(_step(model, caches, "prefill"),
@@ -133,12 +141,13 @@ def trace_generation(model: Module, *, context: int | None = None, name: str | N
                              "attention_mask": InputSpec(("N", total), "int64", MASK)}
     dt = _cache_dtype(prefill)
     for i, c in enumerate(layers):
-        shape = ("N", c.num_heads, "P", c.head_dim)
+        shape = ("N", c.num_heads, "M" if shared_cache else "P", c.head_dim)
         specs[f"k{i}"] = InputSpec(shape, dt, past_name(i, "key"))
         specs[f"v{i}"] = InputSpec(shape, dt, past_name(i, "value"))
-    decode = trace(_step(model, caches, "decode"), specs, name=f"{base}_decode",
+    decode = trace(_step(model, caches, "decode", shared_cache), specs, name=f"{base}_decode",
                    training=False, module=model)
-    return GenerationGraphs(prefill, decode, layers, vocab, _context(model, context))
+    return GenerationGraphs(prefill, decode, layers, vocab, _context(model, context),
+                            shared_cache)
 
 
 def _vocab(g: Graph) -> int:

@@ -153,8 +153,10 @@ class MultiheadAttention(Module):
             k = q if same_qk else k.transpose(0, 1)
             v = k if same_kv else v.transpose(0, 1)
         qp, kp, vp = self._project(q, k, v)
-        qh, kh, vh = self._heads(qp), self._heads(kp), self._heads(vp)
         cache = active_cache() if is_causal and same_qk and same_kv else None
+        if cache is not None and cache.shared:  # fast decoding: one op on the cache buffer
+            return self._shared_cache(cache, qp, kp, vp, attn_mask, key_padding_mask)
+        qh, kh, vh = self._heads(qp), self._heads(kp), self._heads(vp)
         keep: Tensor | None
         bias: Tensor | None
         if cache is not None:  # generation: past keys/values first, positions from the cache
@@ -175,6 +177,16 @@ class MultiheadAttention(Module):
         if not need_weights:
             return out, None
         return out, weights.mean(1) if average_attn_weights else weights
+
+    def _shared_cache(self, cache: Any, qp: Tensor, kp: Tensor, vp: Tensor, attn_mask: Any,
+                      key_padding_mask: Any) -> tuple[Tensor, Tensor | None]:
+        """Attention through the cache's ``cache_attention`` op (no attention weights)."""
+        if attn_mask is not None or key_padding_mask is not None:
+            raise error(ShapeError, "MultiheadAttention: with a KV cache, padding goes "
+                        "through the cache's attention_mask, not attn_mask/key_padding_mask")
+        path = current_state().module_paths.get(id(self), type(self).__name__)
+        out = self.out_proj(cache.attend(path, self.num_heads, qp, kp, vp))
+        return (out if self.batch_first else out.transpose(0, 1)), None
 
     def extra_repr(self) -> str:
         return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, "

@@ -8,6 +8,12 @@ keys and values (if any) with the new ones on the sequence axis, records the res
 sinusoidal positional encodings number the new tokens with :meth:`KVCache.positions`. No model
 code changes: GPT, or any other model built from these layers, gets a cache for free.
 
+With ``shared=True`` (the fast decode graph) the past entries are buffers (N, H, M, Dh) of a
+fixed capacity M instead: each attention layer calls :meth:`KVCache.attend`, one
+``cache_attention`` op that writes the new keys and values into the buffer and attends over its
+filled part (ONNX Runtime's GroupQueryAttention, in place), so no step copies the cache. That
+path takes unpadded rows only: each row's length is its number of real tokens.
+
 Positions and masks come from an ``attention_mask`` (N, P+T) of ones (real tokens) and zeros
 (padding), as in Hugging Face: a token's position is the number of real tokens before it, and a
 query may attend to the real keys whose position is not after its own. With left padding every
@@ -20,6 +26,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from lbdl_graph import ops
 from lbdl_graph.errors import GraphError, ShapeError
 
 from .. import functional as F
@@ -46,14 +53,17 @@ class KVCache:
         attention_mask: int64 or bool (N, P+T), nonzero at real tokens.
         past: the past (key, value) of each cached layer in call order, each (N, H, P, Dh);
             None in a prefill (P = 0).
+        shared: the past entries are buffers (N, H, M, Dh) that :meth:`attend` writes into.
     """
 
     attention_mask: Tensor
     past: Sequence[tuple[Tensor, Tensor]] | None = None
+    shared: bool = False
     layers: list[CacheLayer] = field(default_factory=list)
     present: list[tuple[Tensor, Tensor]] = field(default_factory=list)
     _positions: Tensor | None = None
     _keep: dict[int, Tensor] = field(default_factory=dict)
+    _lengths: tuple[Tensor, Tensor] | None = None
 
     @contextlib.contextmanager
     def active(self) -> Iterator[KVCache]:
@@ -120,6 +130,36 @@ class KVCache:
         self.layers.append(CacheLayer(path, num_heads, head_dim))
         self.present.append((k, v))
         return k, v
+
+
+    def _seqlens(self) -> tuple[Tensor, Tensor]:
+        """(N,) int32 total length minus one of each row, and the int32 scalar max length."""
+        if self._lengths is None:
+            m = self.attention_mask
+            real = (m != 0) if not m.dtype.is_bool else m
+            seqlens = (real.to("int32").sum(1) - 1).to("int32")
+            self._lengths = seqlens, (seqlens.max() + 1).to("int32")
+        return self._lengths
+
+    def attend(self, path: str, num_heads: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Shared cache: attention (N, T, E) of the new tokens' projections ``q``, ``k``, ``v``
+        (N, T, E) over layer ``path``'s buffer, which gets the new keys and values; records the
+        written buffers as the layer's present."""
+        i = len(self.present)
+        if not self.shared or self.past is None or i >= len(self.past):
+            raise GraphError(f"KVCache.attend: attention layer {path} needs a shared cache with "
+                             f"a buffer for cached layer {i + 1}")
+        e = q.shape[-1]
+        if not isinstance(e, int):
+            raise error(ShapeError, f"KVCache: embedding size of layer {path} is symbolic")
+        seqlens, total = self._seqlens()
+        pk, pv = self.past[i]
+        out, present_k, present_v = ops.cache_attention(
+            q.value, k.value, v.value, pk.value, pv.value, seqlens.value, total.value,
+            num_heads=num_heads)
+        self.layers.append(CacheLayer(path, num_heads, e // num_heads))
+        self.present.append((Tensor(present_k), Tensor(present_v)))
+        return Tensor(out)
 
 
 def active_cache() -> KVCache | None:

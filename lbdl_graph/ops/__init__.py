@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..opdef import OPS, OpDef
+from .cache import cache_attention
 from .collective import all_reduce
 from .control import if_, loop, scan
 from .dynamic import dynamic_expand, dynamic_range, dynamic_reshape, dynamic_slice, shape_of
@@ -116,6 +117,7 @@ __all__ = [
     "bitwise_or",
     "bitwise_xor",
     "broadcast_like",
+    "cache_attention",
     "cast",
     "ceil",
     "clip",

@@ -118,6 +118,8 @@ def test_portable_target(s: OpSample) -> None:
     try:
         export_and_run(s, target="portable")
     except OnnxError as e:
+        if "lowers only to ONNX Runtime" in e.message:
+            pytest.skip("an ONNX Runtime fast-path op with no standard-ops form")
         if "Could not find an implementation" not in e.message:
             raise
         pytest.skip("ONNX Runtime's CPU provider has no kernel for this op and dtype")

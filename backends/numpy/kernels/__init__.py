@@ -19,6 +19,7 @@ KERNELS: OpTable[Kernel] = OpTable("numpy")
 
 # Importing the modules registers their kernels.
 from . import (  # noqa: E402, F401
+    cache,
     collective,
     control,
     dynamic,
