@@ -77,14 +77,15 @@ def _generation(args: argparse.Namespace, entry: Any) -> int:
 
         state, _ = load_checkpoint(args.checkpoint)
         model.load_state_dict(state)
-    graphs = trace_generation(model)
+    graphs = trace_generation(model, shared_cache=args.shared_cache)
     tok = (Tokenizer.load(args.tokenizer) if args.tokenizer is not None
            else Tokenizer.bytes_only() if graphs.vocab_size >= 257 else None)
     export_generation(graphs, out, tokenizer=tok, precision=args.precision,
                       quantize=args.quantize, opset=args.opset)
     print(f"{entry.name} generation bundle ({args.precision}"
-          f"{', ' + args.quantize if args.quantize else ''}): {len(graphs.layers)} cached "
-          f"attention layers, vocabulary {graphs.vocab_size}, context {graphs.context}")
+          f"{', ' + args.quantize if args.quantize else ''}"
+          f"{', shared in-place KV cache' if graphs.shared else ''}): {len(graphs.layers)} "
+          f"cached attention layers, vocabulary {graphs.vocab_size}, context {graphs.context}")
     for f in sorted(out.iterdir()):
         if f.is_file():
             print(f"  {f.name} ({f.stat().st_size:,} bytes)")
@@ -102,6 +103,8 @@ def _run(args: argparse.Namespace) -> int:
     for flag in ("tokenizer", "quantize", "checkpoint"):
         if getattr(args, flag) is not None:
             raise UsageError(f"--{flag} only applies with --generation")
+    if args.shared_cache:
+        raise UsageError("--shared-cache only applies with --generation")
     out = check_output(args.output)
     if args.train:
         model, graph, report = train_step_model(entry, seed=args.seed, level=args.level,
@@ -164,4 +167,8 @@ def register(sub: Any) -> None:
     g.add_argument("--quantize", choices=("q8_0", "q4_0", "q4_1", "int8"), default=None,
                    help="weight-only quantisation of the matmuls")
     g.add_argument("--checkpoint", metavar="FILE", help="trained weights (safetensors)")
+    g.add_argument("--shared-cache", action="store_true",
+                   help="decode over one preallocated KV buffer per layer written in place "
+                        "(ONNX Runtime's GroupQueryAttention, CPU; float32 with optional "
+                        "--quantize; unpadded prompts) instead of the standard-ops Concat cache")
     p.set_defaults(func=_run)

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from lbdl_graph.errors import GenerationError
@@ -143,3 +144,25 @@ def test_generate_zoo_model_in_process(capsys: pytest.CaptureFixture[str]) -> No
     got = capsys.readouterr()
     assert len(_ids(got.out)) == 3
     assert np.all(np.array(_ids(got.out)) < 32)
+
+
+def test_cli_shared_cache_bundle_generates_as_python(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    d = tmp_path / "shared"
+    assert main(["export", "gpt_tiny", "-o", str(d), "--generation", "--shared-cache"]) == 0
+    assert json.loads((d / "generation_config.json").read_text())["cache"] == "shared"
+    decode = onnx.load(str(d / "decode.onnx"), load_external_data=False)
+    assert "GroupQueryAttention" in {n.op_type for n in decode.graph.node}
+    capsys.readouterr()
+    assert main(["generate", "--onnx", str(d), "--prompt-ids", "1,2,3", "--temperature", "0",
+                 "--max-new-tokens", "6"]) == 0
+    manual_seed(0)
+    assert _ids(capsys.readouterr().out) == generate(ZOO["gpt_tiny"].model(), [1, 2, 3],
+                                                     6).tokens[0]
+    assert main(["export", "gpt_tiny", "-o", str(tmp_path / "h"), "--generation",
+                 "--shared-cache", "--precision", "float16"]) == 1
+    assert "shared KV cache exports in float32" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["export", "gpt_tiny", "-o", str(tmp_path / "x.onnx"), "--shared-cache"])
+    assert e.value.code == 2 and "--shared-cache only applies with --generation" in \
+        capsys.readouterr().err
