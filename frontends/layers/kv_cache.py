@@ -131,7 +131,6 @@ class KVCache:
         self.present.append((k, v))
         return k, v
 
-
     def _seqlens(self) -> tuple[Tensor, Tensor]:
         """(N,) int32 total length minus one of each row, and the int32 scalar max length."""
         if self._lengths is None:

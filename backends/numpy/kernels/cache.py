@@ -1,6 +1,7 @@
 """NumPy kernel of ``cache_attention``: each row's past and new keys/values in a fresh buffer
 (zero after the row's length, as ONNX Runtime's GroupQueryAttention leaves a present it does not
-share with its past), then causal attention over the filled positions."""
+share with its past), then the ``attention`` kernel over the filled positions, causal from each
+row's offset."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from lbdl_graph import ops
 from lbdl_graph.errors import ShapeError
 
 from . import KERNELS
+from .fused import _attention_kernel
 
 __all__: list[str] = []
 
@@ -47,10 +49,8 @@ def _cache_attention_kernel(q: Array, k: Array, v: Array, past_key: Array, past_
                              f"{int(total)})")
         pk[r, :, :start], pv[r, :, :start] = past_key[r, :, :start], past_value[r, :, :start]
         pk[r, :, start:length], pv[r, :, start:length] = kh[r], vh[r]
-        s = (qh[r].astype(np.float64) @ pk[r, :, :length].astype(np.float64).swapaxes(-1, -2)) * c
         above = np.arange(length)[None, :] > (start + np.arange(t))[:, None]
-        s[:, above] = -np.inf
-        s = np.exp(s - s.max(-1, keepdims=True))
-        s /= s.sum(-1, keepdims=True)
-        out[r] = (s @ pv[r, :, :length].astype(np.float64)).astype(q.dtype)
+        bias = np.where(above, -np.inf, 0.0).astype(q.dtype)  # query i sees keys <= start + i
+        out[r] = _attention_kernel(qh[r], pk[r, :, :length], pv[r, :, :length], bias, scale=c,
+                                   causal=False)
     return np.ascontiguousarray(out.transpose(0, 2, 1, 3).reshape(q.shape)), pk, pv
