@@ -4,10 +4,7 @@ ANSWER_WEIGHT times more in the loss (checked against NumPy)."""
 
 from __future__ import annotations
 
-import importlib
-import sys
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from types import ModuleType
 
 import numpy as np
@@ -16,16 +13,10 @@ import pytest
 from lbdl_graph.backends.numpy import run
 from lbdl_graph.frontends import trace
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
 
 @pytest.fixture(scope="module")
-def rag() -> Iterator[ModuleType]:
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        yield importlib.import_module("rag")
-    finally:
-        sys.path.remove(str(EXAMPLES))
+def rag(import_example: Callable[[str], ModuleType]) -> ModuleType:
+    return import_example("rag")
 
 
 def test_reader_data_reads_passages_and_never_shows_held_out_facts(rag: ModuleType) -> None:

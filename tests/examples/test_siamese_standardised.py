@@ -4,10 +4,7 @@ training step updates the encoder's parameters but never those statistics."""
 
 from __future__ import annotations
 
-import importlib
-import sys
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from types import ModuleType
 
 import numpy as np
@@ -18,16 +15,10 @@ from lbdl_graph.frontends import Tensor, manual_seed, trace
 from lbdl_graph.frontends.training import fit
 from lbdl_graph.frontends.zoo import Siamese
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
 
 @pytest.fixture(scope="module")
-def siam() -> Iterator[ModuleType]:
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        yield importlib.import_module("siamese_digits")
-    finally:
-        sys.path.remove(str(EXAMPLES))
+def siam(import_example: Callable[[str], ModuleType]) -> ModuleType:
+    return import_example("siamese_digits")
 
 
 def _images(n: int, seed: int) -> np.ndarray:
